@@ -1,0 +1,27 @@
+# Two entry points (see README): `make demo` runs the main job, `make test` runs the tests.
+# Each creates .venv on a fresh machine and installs what it needs into it.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: demo test lint install
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Main job (until the CoMM demo lands): the Gaussian MI-bounds staircase, FactorCL Fig. 3 / Poole et al.
+demo: $(VENV)/.installed
+	$(PY) -m launch.bounds --out outputs/bounds
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+# pytest exits 5 when it collected no test: that is a failure here, like any other non-zero code.
+test: lint
+	@$(PY) -m pytest -q -m "not slow"; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc

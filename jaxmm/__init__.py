@@ -1,0 +1,7 @@
+"""jaxmm: multimodal contrastive learning beyond redundancy, in JAX/Flax.
+
+Modules (one idea each): `estimators` (MI bounds and contrastive losses), `critics`, `models/`,
+`data/`, `methods/`, `train`, `checkpoint`, `probe`.
+"""
+
+__version__ = "0.1.0"
