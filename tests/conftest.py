@@ -10,5 +10,5 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from absl import flags  # noqa: E402
 
-# grain 0.2.18's mp_prefetch reads absl flags; outside absl.app (e.g. under pytest) they are unparsed.
+# grain 0.2.18's mp_prefetch reads absl flags; outside absl.app (e.g. pytest) they are unparsed.
 flags.FLAGS.mark_as_parsed()
