@@ -1,0 +1,72 @@
+"""AlexNet-style image encoder (Krizhevsky et al. 2012), CoMM's Trifeature encoder (App. B.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxmm.models.layers import check_rank
+from jaxmm.models.outputs import MAP, VECTOR, EncoderOutput
+
+# (kernel, stride, padding) per conv layer and the max-pool (window, stride, padding).
+_VARIANTS = {
+    # torchvision's AlexNet features, for ~224px inputs.
+    "imagenet": (((11, 4, 2), (5, 1, 2), (3, 1, 1), (3, 1, 1), (3, 1, 1)), (3, 2, "VALID")),
+    # Same 5-conv / 3-pool layout at stride 1 for 32-128px inputs (32 -> 4x4 map, 64 -> 8x8).
+    "small": (((5, 1, 2), (5, 1, 2), (3, 1, 1), (3, 1, 1), (3, 1, 1)), (2, 2, "VALID")),
+}
+_POOL_AFTER = (0, 1, 4)
+
+
+class AlexNet(nnx.Module):
+    """Five conv layers with ReLU, max-pools after conv 1, 2 and 5, then global average pool.
+
+    Args:
+      in_channels: image channels (NHWC input).
+      channels: output channels of the 5 convs (AlexNet: 64, 192, 384, 256, 256).
+      variant: "small" (stride-1 stem for small images) or "imagenet" (11x11/4 stem).
+      pool: True -> features = pooled vector; False -> drop the final pooling and return the
+        feature map (B, h, w, C) for CoMM's patch-embedding converter.
+      out_dim: if set, a Linear after global pooling gives the pooled embedding.
+      dtype: compute dtype.
+    """
+
+    takes_sequence = False
+
+    def __init__(self, in_channels: int = 3, channels: Sequence[int] = (64, 192, 384, 256, 256),
+                 *, variant: str = "small", pool: bool = True, out_dim: int | None = None,
+                 dtype=None, rngs: nnx.Rngs):
+        if variant not in _VARIANTS:
+            raise ValueError(f"unknown AlexNet variant {variant!r}; expected {sorted(_VARIANTS)}")
+        if len(channels) != 5:
+            raise ValueError(f"AlexNet needs 5 conv channel counts, got {tuple(channels)}")
+        convs, self.pool_spec = _VARIANTS[variant]
+        dims = (int(in_channels), *(int(c) for c in channels))
+        self.in_channels, self.pool, self.dtype = dims[0], pool, dtype
+        self.convs = nnx.List([
+            nnx.Conv(a, b, (k, k), (s, s), padding=[(p, p), (p, p)], dtype=dtype, rngs=rngs)
+            for a, b, (k, s, p) in zip(dims[:-1], dims[1:], convs, strict=True)
+        ])
+        self.out = None if out_dim is None else nnx.Linear(dims[-1], out_dim, dtype=dtype,
+                                                           rngs=rngs)
+        self.pooled_features = dims[-1] if out_dim is None else int(out_dim)
+        self.out_kind = VECTOR if pool else MAP
+        self.out_features = self.pooled_features if pool else dims[-1]
+
+    def __call__(self, x, valid=None, *, deterministic=True, rngs=None) -> EncoderOutput:
+        check_rank(x, 4, "AlexNet", f"(B, H, W, {self.in_channels})")
+        window, stride, padding = self.pool_spec
+        h = x.astype(self.dtype or jnp.float32)
+        for i, conv in enumerate(self.convs):
+            h = jax.nn.relu(conv(h))
+            if i in _POOL_AFTER:
+                if min(h.shape[1:3]) < window:
+                    raise ValueError(f"AlexNet: image {x.shape[1:3]} too small for this variant")
+                h = nnx.max_pool(h, (window, window), (stride, stride), padding)
+        pooled = jnp.mean(h, axis=(1, 2))
+        if self.out is not None:
+            pooled = self.out(pooled)
+        return EncoderOutput(pooled if self.pool else h, None, pooled)

@@ -1,0 +1,140 @@
+"""Typed model configs that round-trip through plain dicts / JSON (the checkpoint stores them)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _freeze(value: Any) -> Any:
+    """JSON gives lists where configs hold tuples; normalise so that round trips compare equal."""
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, Mapping):
+        return {str(k): _freeze(v) for k, v in value.items()}
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _thaw(v) for k, v in value.items()}
+    return value
+
+
+def _check_keys(cls: type, d: Mapping[str, Any]) -> None:
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{cls.__name__}.from_dict needs a mapping, got {type(d).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in d:
+        if key not in names:
+            raise ValueError(f"{cls.__name__}: unknown key {key!r}; expected a subset of "
+                             f"{sorted(names)}")
+
+
+class _DictMixin:
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict (tuples become lists)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v.to_dict() if isinstance(v, _DictMixin) else _thaw(v)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        """Inverse of `to_dict`; an unknown key raises ValueError naming it."""
+        _check_keys(cls, d)
+        return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModalityConfig(_DictMixin):
+    """One modality: its encoder and its latent converter (CoMM App. B.3)."""
+
+    name: str  # key of the modality in batch["viewN"]["x"]
+    encoder: str  # registered encoder name: mlp | gru | transformer | alexnet | resnet18 | ...
+    encoder_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # ctor kwargs
+    converter: str = "identity"  # identity | patch | feature_tokenizer | one_token
+    converter_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.name or not isinstance(self.name, str):
+            raise ValueError(f"ModalityConfig.name must be a non-empty string, got {self.name!r}")
+        object.__setattr__(self, "encoder_kwargs", _freeze(dict(self.encoder_kwargs)))
+        object.__setattr__(self, "converter_kwargs", _freeze(dict(self.converter_kwargs)))
+
+
+@dataclasses.dataclass(frozen=True)
+class FusionConfig(_DictMixin):
+    """CoMM fusion Transformer (App. B: 1 layer, 8 heads)."""
+
+    width: int  # token / embedding width D
+    num_layers: int = 1  # Transformer layers
+    num_heads: int = 8  # attention heads; must divide width
+    mlp_ratio: float = 4.0  # MLP hidden width / D
+    dropout: float = 0.0  # residual-branch dropout rate
+
+    def __post_init__(self):
+        if self.width % self.num_heads:
+            raise ValueError(f"FusionConfig: width {self.width} not divisible by num_heads "
+                             f"{self.num_heads}")
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadConfig(_DictMixin):
+    """Projection head on the fused embedding (CoMM: 3-layer MLP)."""
+
+    hidden_dims: tuple[int, ...] = (512, 512)  # hidden widths; () = one Linear
+    out_dim: int = 256  # projection width
+    norm: str = "none"  # "none" | "layer"
+    activation: str = "relu"  # "relu" | "gelu" | "leaky_relu"
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(_DictMixin):
+    """A whole CoMM-style model; a new dataset needs one of these, not new model code."""
+
+    modalities: tuple[ModalityConfig, ...]  # in fusion order
+    fusion: FusionConfig
+    head: HeadConfig = HeadConfig()
+    dtype: str = "float32"  # activation dtype; params are always float32
+
+    def __post_init__(self):
+        mods = tuple(self.modalities)
+        if not mods:
+            raise ValueError("ModelConfig.modalities is empty")
+        names = [m.name for m in mods]
+        if len(set(names)) != len(names):
+            raise ValueError(f"ModelConfig: duplicate modality names {names}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"ModelConfig.dtype must be one of {_DTYPES}, got {self.dtype!r}")
+        object.__setattr__(self, "modalities", mods)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
+        _check_keys(cls, d)
+        for key in ("modalities", "fusion"):
+            if key not in d:
+                raise ValueError(f"ModelConfig: missing key {key!r}")
+        return cls(
+            modalities=tuple(ModalityConfig.from_dict(m) for m in d["modalities"]),
+            fusion=FusionConfig.from_dict(d["fusion"]),
+            head=HeadConfig.from_dict(d["head"]) if "head" in d else HeadConfig(),
+            dtype=d.get("dtype", "float32"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "modalities": [m.to_dict() for m in self.modalities],
+            "fusion": self.fusion.to_dict(),
+            "head": self.head.to_dict(),
+            "dtype": self.dtype,
+        }

@@ -1,0 +1,300 @@
+"""Encoders, converters and positional embeddings against independent NumPy computations."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxmm.models import (
+    AlexNet,
+    CausalConvEncoder,
+    EncoderOutput,
+    FeatureTokenizer,
+    GRUEncoder,
+    IdentityConverter,
+    MLPEncoder,
+    OneToken,
+    PatchEmbedding,
+    ProjectionHead,
+    ResNet18,
+    TransformerEncoder,
+    sincos_1d,
+    sincos_2d,
+)
+
+
+def n_params(module) -> int:
+    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+
+def abstract(ctor):
+    """Builds the module shape-only: counting 11M parameters needs no initialisation compute."""
+    return nnx.eval_shape(ctor)
+
+
+def jitted(module):
+    """module(*args, **kw) as one compiled function: far fewer dispatches than eager mode."""
+    graphdef, state = nnx.split(module)
+
+    @jax.jit
+    def apply(state, *args, **kw):
+        return nnx.merge(graphdef, state)(*args, **kw)
+
+    return lambda *args, **kw: apply(state, *args, **kw)
+
+
+def out_shapes(ctor, *args):
+    """Output shapes of ctor()(*args) without initialising or running anything."""
+    return jax.eval_shape(lambda *a: ctor()(*a), *args)
+
+
+def lengths_to_valid(lengths, t):
+    return np.arange(t)[None, :] < np.asarray(lengths)[:, None]
+
+
+def garbage_like(x, valid, seed):
+    """Replaces padded steps by large random values."""
+    g = np.random.default_rng(seed).normal(scale=100.0, size=x.shape).astype(np.float32)
+    return np.where(valid[..., None], x, g)
+
+
+# ---------------------------------------------------------------- positional embeddings
+
+
+def test_sincos_2d_matches_mae_numpy_loop():
+    h, w, d = 3, 5, 16
+    ref = np.zeros((h * w, d))
+    half, quarter = d // 2, d // 4
+    for i in range(h):
+        for j in range(w):
+            for k in range(quarter):
+                omega = 1.0 / 10000 ** (k / quarter)
+                # MAE: first half embeds the column (grid[0] of meshgrid(w, h)), second the row.
+                ref[i * w + j, k] = math.sin(j * omega)
+                ref[i * w + j, quarter + k] = math.cos(j * omega)
+                ref[i * w + j, half + k] = math.sin(i * omega)
+                ref[i * w + j, half + quarter + k] = math.cos(i * omega)
+    np.testing.assert_allclose(np.asarray(sincos_2d(h, w, d)), ref, atol=1e-5)
+
+
+def test_sincos_1d_matches_transformer_formula():
+    pos, d = np.arange(7), 10
+    got = np.asarray(sincos_1d(jnp.asarray(pos), d))
+    for p in pos:
+        for k in range(d // 2):
+            angle = p / 10000 ** (2 * k / d)
+            assert got[p, k] == pytest.approx(math.sin(angle), abs=1e-5)
+            assert got[p, d // 2 + k] == pytest.approx(math.cos(angle), abs=1e-5)
+
+
+def test_sincos_2d_rejects_bad_dim():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_2d(2, 2, 6)
+
+
+# ---------------------------------------------------------------- GRU
+
+
+def numpy_gru(x, valid, wi, bi, wh, bh):
+    """Textbook GRU (PyTorch gate order r, z, n), one example and one step at a time."""
+    b, t, _ = x.shape
+    hd = wh.shape[0]
+    sig = lambda a: 1.0 / (1.0 + np.exp(-a))
+    states = np.zeros((b, t, hd))
+    last = np.zeros((b, hd))
+    for n in range(b):
+        h = np.zeros(hd)
+        for s in range(t):
+            if valid[n, s]:
+                gi, gh = x[n, s] @ wi + bi, h @ wh + bh
+                r = sig(gi[:hd] + gh[:hd])
+                z = sig(gi[hd:2 * hd] + gh[hd:2 * hd])
+                c = np.tanh(gi[2 * hd:] + r * gh[2 * hd:])
+                h = (1 - z) * c + z * h
+            states[n, s] = h
+        last[n] = h
+    return states, last
+
+
+def test_gru_matches_numpy_loop_and_ignores_padding():
+    rng = np.random.default_rng(0)
+    gru = GRUEncoder(4, hidden=6, rngs=nnx.Rngs(0))
+    x = rng.normal(size=(3, 7, 4)).astype(np.float32)
+    valid = lengths_to_valid([7, 4, 1], 7)
+    out = gru(jnp.asarray(x), jnp.asarray(valid))
+    p = lambda v: np.asarray(v[...], np.float64)
+    states, last = numpy_gru(x, valid, p(gru.input_proj.kernel), p(gru.input_proj.bias),
+                             p(gru.hidden_proj.kernel), p(gru.hidden_proj.bias))
+    np.testing.assert_allclose(np.asarray(out.features), states, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out.pooled), last, atol=1e-5)
+    out2 = gru(jnp.asarray(garbage_like(x, valid, 1)), jnp.asarray(valid))
+    np.testing.assert_array_equal(np.asarray(out2.pooled), np.asarray(out.pooled))
+
+
+def test_gru_out_dim_projects_last_state():
+    gru = GRUEncoder(12, hidden=30, out_dim=15, rngs=nnx.Rngs(0))
+    out = gru(jnp.ones((2, 24, 12)))
+    assert out.features.shape == (2, 24, 30) and out.pooled.shape == (2, 15)
+    assert gru.out_features == 30 and gru.pooled_features == 15
+
+
+# ---------------------------------------------------------------- Transformer, causal conv
+
+
+@pytest.mark.parametrize("pool", ["mean", "last"])
+def test_transformer_encoder_ignores_padded_steps(pool):
+    rng = np.random.default_rng(1)
+    enc = jitted(TransformerEncoder(6, width=20, num_layers=2, num_heads=5, pool=pool,
+                                    rngs=nnx.Rngs(0)))
+    x = rng.normal(size=(3, 9, 6)).astype(np.float32)
+    valid = lengths_to_valid([9, 5, 2], 9)
+    a = enc(jnp.asarray(x), jnp.asarray(valid))
+    b = enc(jnp.asarray(garbage_like(x, valid, 2)), jnp.asarray(valid))
+    assert a.features.shape == (3, 9, 20) and a.pooled.shape == (3, 20)
+    np.testing.assert_array_equal(np.asarray(a.pooled), np.asarray(b.pooled))
+    np.testing.assert_array_equal(np.asarray(a.features)[valid], np.asarray(b.features)[valid])
+    # The short example is the same as that example given unpadded.
+    c = enc(jnp.asarray(x[1:2, :5]))
+    np.testing.assert_allclose(np.asarray(c.pooled)[0], np.asarray(a.pooled)[1], atol=1e-5)
+
+
+def test_causal_conv_is_causal_and_ignores_padding():
+    rng = np.random.default_rng(2)
+    enc = jitted(CausalConvEncoder(6, rngs=nnx.Rngs(0)))
+    x = rng.normal(size=(3, 32, 6)).astype(np.float32)
+    out = enc(jnp.asarray(x))
+    assert out.features.shape == (3, 512) and out.mask is None
+    valid = lengths_to_valid([32, 20, 9], 32)
+    a = enc(jnp.asarray(x), jnp.asarray(valid)).pooled
+    b = enc(jnp.asarray(garbage_like(x, valid, 3)), jnp.asarray(valid)).pooled
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    seq = jitted(CausalConvEncoder(6, (8, 8), output="sequence", rngs=nnx.Rngs(0)))
+    full = seq(jnp.asarray(x)).features  # (3, 8, 8): step t covers inputs [4t, 4t + 3]
+    assert full.shape == (3, 8, 8)
+    x_future = x.copy()
+    x_future[:, 16:] += 5.0  # changes only inputs of output steps >= 4
+    moved = seq(jnp.asarray(x_future)).features
+    np.testing.assert_array_equal(np.asarray(moved)[:, :4], np.asarray(full)[:, :4])
+    assert not np.allclose(np.asarray(moved)[:, 4:], np.asarray(full)[:, 4:])
+
+
+def test_mlp_encoder_shape_and_bad_input():
+    mlp = MLPEncoder(5, (10,), 10, rngs=nnx.Rngs(0))
+    assert mlp(jnp.ones((4, 5))).features.shape == (4, 10)
+    with pytest.raises(ValueError, match="5 features"):
+        mlp(jnp.ones((4, 6)))
+    with pytest.raises(ValueError, match="unknown activation"):
+        MLPEncoder(5, (), 3, activation="swishy", rngs=nnx.Rngs(0))
+
+
+# ---------------------------------------------------------------- CNNs: parameter counts
+
+
+def conv_params(k, cin, cout, bias=True):
+    return k * k * cin * cout + (cout if bias else 0)
+
+
+def test_alexnet_parameter_count_by_hand():
+    ch = (8, 16, 24, 16, 16)
+    model = abstract(lambda: AlexNet(3, ch, out_dim=12, rngs=nnx.Rngs(0)))
+    expected = (conv_params(5, 3, 8) + conv_params(5, 8, 16) + conv_params(3, 16, 24)
+                + conv_params(3, 24, 16) + conv_params(3, 16, 16) + (16 * 12 + 12))
+    assert n_params(model) == expected
+    # torchvision's alexnet(): 61,100,840 parameters, of which the classifier holds
+    # 9216*4096+4096 + 4096*4096+4096 + 4096*1000+1000 = 58,631,144; features = 2,469,696.
+    full = abstract(lambda: AlexNet(3, variant="imagenet", rngs=nnx.Rngs(0)))
+    assert n_params(full) == 61_100_840 - 58_631_144
+
+
+def resnet18_params_by_hand(width, cin=3, stem_k=7, out_dim=None):
+    total = conv_params(stem_k, cin, width, bias=False) + 2 * width  # stem conv + norm
+    c = width
+    for stage in range(4):
+        cout = width * 2**stage
+        for block in range(2):
+            total += conv_params(3, c, cout, False) + 2 * cout  # conv1 + norm1
+            total += conv_params(3, cout, cout, False) + 2 * cout  # conv2 + norm2
+            if block == 0 and (stage > 0 or c != cout):
+                total += conv_params(1, c, cout, False) + 2 * cout  # projection shortcut
+            c = cout
+    if out_dim:
+        total += c * out_dim + out_dim
+    return total
+
+
+def test_resnet18_parameter_count_by_hand():
+    small = abstract(lambda: ResNet18(3, width=8, stem="cifar", out_dim=10, rngs=nnx.Rngs(0)))
+    assert n_params(small) == resnet18_params_by_hand(8, stem_k=3, out_dim=10)
+    full = abstract(lambda: ResNet18(rngs=nnx.Rngs(0)))
+    assert n_params(full) == resnet18_params_by_hand(64)
+    # torchvision resnet18(): 11,689,512 parameters including fc (512*1000 + 1000); GroupNorm has
+    # the same affine parameters as BatchNorm.
+    assert n_params(full) == 11_689_512 - 513_000
+
+
+def test_cnn_feature_maps_and_pooled_vectors():
+    x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    a = out_shapes(lambda: AlexNet(3, (8, 16, 16, 16, 16), pool=False, out_dim=12,
+                                   rngs=nnx.Rngs(0)), x)
+    assert a.features.shape == (2, 4, 4, 16) and a.pooled.shape == (2, 12)
+    a = out_shapes(lambda: AlexNet(3, variant="imagenet", rngs=nnx.Rngs(0)),
+                   jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32))
+    assert a.features.shape == (1, 256)
+    r = out_shapes(lambda: ResNet18(3, width=8, stem="cifar", pool=False, rngs=nnx.Rngs(0)), x)
+    assert r.features.shape == (2, 4, 4, 64) and r.pooled.shape == (2, 64)
+    r = out_shapes(lambda: ResNet18(3, width=8, pool=True, out_dim=7, rngs=nnx.Rngs(0)), x)
+    assert r.features.shape == (2, 7)
+
+
+
+# ---------------------------------------------------------------- converters, head
+
+
+def test_feature_tokenizer_is_per_feature_affine():
+    tok = FeatureTokenizer(3, 8, rngs=nnx.Rngs(0))
+    x = np.random.default_rng(3).normal(size=(2, 3)).astype(np.float32)
+    tokens, mask = tok(EncoderOutput(jnp.asarray(x), None, jnp.asarray(x)))
+    w, b = np.asarray(tok.weight[...]), np.asarray(tok.bias[...])
+    ref = np.array([[x[n, j] * w[j] + b[j] for j in range(3)] for n in range(2)])
+    np.testing.assert_allclose(np.asarray(tokens), ref, rtol=1e-6)
+    assert mask.shape == (2, 3) and bool(mask.all())
+
+
+def test_patch_embedding_adds_fixed_2d_positions():
+    fmap = np.random.default_rng(4).normal(size=(2, 4, 6, 5)).astype(np.float32)
+    pe = PatchEmbedding(5, 16, patch_size=2, rngs=nnx.Rngs(0))
+    tokens, mask = pe(EncoderOutput(jnp.asarray(fmap), None, jnp.zeros((2, 5))))
+    assert tokens.shape == (2, 6, 16) and mask.shape == (2, 6)
+    k, bias = np.asarray(pe.proj.kernel[...]), np.asarray(pe.proj.bias[...])
+    ref = np.zeros((2, 2, 3, 16))
+    for i in range(2):
+        for j in range(3):
+            patch = fmap[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2, :]
+            ref[:, i, j] = np.einsum("bhwc,hwcd->bd", patch, k) + bias
+    ref = ref.reshape(2, 6, 16) + np.asarray(sincos_2d(2, 3, 16))[None]
+    np.testing.assert_allclose(np.asarray(tokens), ref, atol=1e-4)
+    assert not any("pos" in str(p) for p in jax.tree_util.tree_leaves_with_path(
+        nnx.state(pe, nnx.Param)))  # positions are fixed, not parameters
+
+
+def test_identity_and_one_token_converters():
+    seq = EncoderOutput(jnp.ones((2, 5, 8)), jnp.ones((2, 5), bool), jnp.ones((2, 8)))
+    tokens, mask = IdentityConverter(8, 8, rngs=nnx.Rngs(0))(seq)
+    assert tokens is seq.features and mask is seq.mask
+    assert IdentityConverter(8, 16, rngs=nnx.Rngs(0))(seq)[0].shape == (2, 5, 16)
+    with pytest.raises(ValueError, match="project=True"):
+        IdentityConverter(8, 16, project=False, rngs=nnx.Rngs(0))
+    vec = EncoderOutput(jnp.ones((2, 7)), None, jnp.ones((2, 7)))
+    tokens, mask = OneToken(7, 16, rngs=nnx.Rngs(0))(vec)
+    assert tokens.shape == (2, 1, 16) and mask.shape == (2, 1)
+    with pytest.raises(ValueError, match="sequence features"):
+        IdentityConverter(7, 7, rngs=nnx.Rngs(0))(vec)
+
+
+def test_projection_head_depths():
+    assert ProjectionHead(16, (32, 32), 8, rngs=nnx.Rngs(0))(jnp.ones((3, 16))).shape == (3, 8)
+    one = ProjectionHead(16, (), 16, rngs=nnx.Rngs(0))
+    assert len(one.layers) == 1 and one(jnp.ones((3, 16))).shape == (3, 16)
