@@ -3,9 +3,21 @@ fusion block, projection heads and a config-driven builder."""
 
 from jaxmm.models.alexnet import AlexNet
 from jaxmm.models.causal_conv import CausalConvEncoder
-from jaxmm.models.config import FusionConfig, HeadConfig, ModalityConfig, ModelConfig
+from jaxmm.models.config import (
+    FUSION_KINDS,
+    FusionConfig,
+    HeadConfig,
+    ModalityConfig,
+    ModelConfig,
+)
 from jaxmm.models.converters import FeatureTokenizer, IdentityConverter, OneToken, PatchEmbedding
-from jaxmm.models.fusion import FusionTransformer, modality_key_mask
+from jaxmm.models.fusion import (
+    FusionTransformer,
+    LinearFusion,
+    broadcast_modality_mask,
+    masked_mean_tokens,
+    modality_key_mask,
+)
 from jaxmm.models.gru import GRUEncoder
 from jaxmm.models.heads import ProjectionHead
 from jaxmm.models.mlp import MLPEncoder
@@ -24,9 +36,10 @@ from jaxmm.models.transformer import TransformerEncoder
 
 __all__ = [
     "AlexNet", "CausalConvEncoder", "CONVERTERS", "ENCODERS", "EncoderOutput",
-    "FeatureTokenizer", "FusionConfig", "FusionTransformer", "GRUEncoder", "HeadConfig",
-    "IdentityConverter", "MLPEncoder", "ModalityConfig", "ModelConfig", "MultimodalModel",
-    "OneToken", "PatchEmbedding", "ProjectionHead", "ResNet18", "Tokens", "TransformerEncoder",
-    "build_model", "modality_key_mask", "register_converter", "register_encoder", "sincos_1d",
-    "sincos_2d",
+    "FeatureTokenizer", "FUSION_KINDS", "FusionConfig", "FusionTransformer", "GRUEncoder",
+    "HeadConfig", "IdentityConverter", "LinearFusion", "MLPEncoder", "ModalityConfig",
+    "ModelConfig", "MultimodalModel", "OneToken", "PatchEmbedding", "ProjectionHead", "ResNet18",
+    "Tokens", "TransformerEncoder", "broadcast_modality_mask", "build_model",
+    "masked_mean_tokens", "modality_key_mask", "register_converter", "register_encoder",
+    "sincos_1d", "sincos_2d",
 ]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 _DTYPES = ("float32", "bfloat16", "float16")
+FUSION_KINDS = ("attention", "linear")
 
 
 def _freeze(value: Any) -> Any:
@@ -71,16 +72,21 @@ class ModalityConfig(_DictMixin):
 
 @dataclasses.dataclass(frozen=True)
 class FusionConfig(_DictMixin):
-    """CoMM fusion Transformer (App. B: 1 layer, 8 heads)."""
+    """CoMM fusion block: the attention fusion Transformer (App. B: 1 layer, 8 heads), or the
+    "Concat + Linear" fusion of the Sec. 5 / Table 4 ablation (`kind="linear"`,
+    `jaxmm.models.fusion.LinearFusion`; num_layers, num_heads and mlp_ratio are then unused)."""
 
     width: int  # token / embedding width D
     num_layers: int = 1  # Transformer layers
     num_heads: int = 8  # attention heads; must divide width
     mlp_ratio: float = 4.0  # MLP hidden width / D
-    dropout: float = 0.0  # residual-branch dropout rate
+    dropout: float = 0.0  # residual-branch dropout rate (linear: on the concatenated slots)
+    kind: Literal["attention", "linear"] = "attention"  # fusion module, see the class docstring
 
     def __post_init__(self):
-        if self.width % self.num_heads:
+        if self.kind not in FUSION_KINDS:
+            raise ValueError(f"FusionConfig.kind must be one of {FUSION_KINDS}, got {self.kind!r}")
+        if self.kind == "attention" and self.width % self.num_heads:
             raise ValueError(f"FusionConfig: width {self.width} not divisible by num_heads "
                              f"{self.num_heads}")
 

@@ -1,5 +1,14 @@
-"""CoMM attention-based fusion (CoMM Sec. 3.2, App. B): [CLS] + concatenated modality tokens ->
-pre-norm Transformer -> final LayerNorm -> [CLS] embedding."""
+"""CoMM fusion blocks.
+
+* `FusionTransformer`, CoMM's attention-based fusion (Sec. 3.2, App. B): [CLS] + concatenated
+  modality tokens -> pre-norm Transformer -> final LayerNorm -> [CLS] embedding.
+* `LinearFusion`, the shallow "Concat + Linear" fusion of CoMM's fusion-module ablation (Sec. 5,
+  Table 4): per-modality pooled tokens -> per-modality Linear -> concatenation -> Linear ->
+  LayerNorm.
+
+Both take (tokens, masks, modality_mask) and return (B, D), so `MultimodalModel.fuse` and
+CoMM's masked passes do not depend on which one a `FusionConfig` selects.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +21,46 @@ from flax import nnx
 from jaxmm.models.layers import TransformerBlock, dropout
 
 
+def broadcast_modality_mask(modality_mask: jax.Array | None, n: int, b: int) -> jax.Array:
+    """bool (B, n) presence mask from None (all present), (n,) or (B, n); True = present."""
+    if modality_mask is None:
+        return jnp.ones((b, n), bool)
+    mm = jnp.asarray(modality_mask).astype(bool)
+    if mm.shape not in ((n,), (b, n)):
+        raise ValueError(f"modality_mask must have shape ({n},) or ({b}, {n}), got {mm.shape}")
+    return jnp.broadcast_to(mm, (b, n))
+
+
+def _check_tokens(tokens: Sequence[jax.Array], masks: Sequence[jax.Array], width: int) -> None:
+    if len(tokens) != len(masks) or not tokens:
+        raise ValueError(f"need as many masks as token arrays (>0), got {len(tokens)} and "
+                         f"{len(masks)}")
+    for i, (t, m) in enumerate(zip(tokens, masks, strict=True)):
+        if t.ndim != 3 or t.shape[-1] != width or tuple(m.shape) != tuple(t.shape[:2]):
+            raise ValueError(f"modality {i}: tokens must be (B, T, {width}) with mask "
+                             f"(B, T), got {t.shape} and {m.shape}")
+
+
+def masked_mean_tokens(tokens: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean over the valid tokens: (B, T, D), bool (B, T) -> float32 (B, D).
+
+    Padded tokens are removed with `where` (not multiplied by 0), so even non-finite padding
+    values leave the mean, and its gradient, untouched. A row with no valid token gives zeros.
+    """
+    valid = mask.astype(bool)[..., None]
+    total = jnp.sum(jnp.where(valid, tokens.astype(jnp.float32), 0.0), axis=1)
+    count = jnp.sum(valid.astype(jnp.float32), axis=1)
+    return total / jnp.maximum(count, 1.0)
+
+
 def modality_key_mask(masks: Sequence[jax.Array], modality_mask: jax.Array | None) -> jax.Array:
     """Per-token key mask (B, sum T_m): padding masks AND'ed with the modality mask.
 
     modality_mask: None (all present), bool (n,) or (B, n); True = modality present.
     """
-    n, b = len(masks), masks[0].shape[0]
     if modality_mask is None:
         return jnp.concatenate(masks, axis=1)
-    mm = jnp.asarray(modality_mask).astype(bool)
-    if mm.shape not in ((n,), (b, n)):
-        raise ValueError(f"modality_mask must have shape ({n},) or ({b}, {n}), got {mm.shape}")
-    mm = jnp.broadcast_to(mm, (b, n))
+    mm = broadcast_modality_mask(modality_mask, len(masks), masks[0].shape[0])
     return jnp.concatenate([m & mm[:, i:i + 1] for i, m in enumerate(masks)], axis=1)
 
 
@@ -57,13 +94,7 @@ class FusionTransformer(nnx.Module):
                  modality_mask: jax.Array | None = None, *, deterministic: bool = True,
                  rngs: nnx.Rngs | None = None) -> jax.Array:
         """tokens: per modality (B, T_m, D); masks: per modality bool (B, T_m) -> (B, D) float32."""
-        if len(tokens) != len(masks) or not tokens:
-            raise ValueError(f"need as many masks as token arrays (>0), got {len(tokens)} and "
-                             f"{len(masks)}")
-        for i, (t, m) in enumerate(zip(tokens, masks, strict=True)):
-            if t.ndim != 3 or t.shape[-1] != self.width or tuple(m.shape) != tuple(t.shape[:2]):
-                raise ValueError(f"modality {i}: tokens must be (B, T, {self.width}) with mask "
-                                 f"(B, T), got {t.shape} and {m.shape}")
+        _check_tokens(tokens, masks, self.width)
         cdt = self.dtype or jnp.float32
         b = tokens[0].shape[0]
         key_mask = modality_key_mask(masks, modality_mask)
@@ -74,3 +105,62 @@ class FusionTransformer(nnx.Module):
         for block in self.blocks:
             x = block(x, key_mask, deterministic=deterministic, rngs=rngs)
         return self.norm(x[:, 0].astype(jnp.float32))
+
+
+class LinearFusion(nnx.Module):
+    """Shallow "Concat + Linear" fusion: CoMM's fusion-module ablation (Sec. 5, Table 4).
+
+    z = LayerNorm(W [s_1; ...; s_n] + b), with slot s_i = W_i mean_t(tokens_i) + b_i when
+    modality i is present and s_i = 0 when it is masked. Every step is affine in the tokens, so no
+    cross-modal interaction (e.g. XOR synergy) can be formed before the LayerNorm; that is the point
+    of the ablation.
+
+    Pooling choice: the paper projects "modality-specific representations to the common latent
+    space using only linear layers", without latent converters. Here each modality's converted
+    tokens are mean-pooled over its valid tokens. The built-in converters (identity / Linear, patch
+    convolution + fixed positions, FT tokenizer, one-token Linear) are all affine, so converter,
+    mean and W_i together are one affine map of the encoder's features, i.e. the paper's
+    linear-only projection, while `MultimodalModel.encode` and its `Tokens` contract (width D)
+    stay exactly as for the attention fusion. CoMM's tiled masked passes and every other method
+    therefore run unchanged. (For a GRU the pool is the mean of its valid hidden states rather
+    than its last one.)
+
+    Masking: slot i is replaced by exact zeros with `where` (fixed slot layout), so the output for
+    a mask and its gradient are bitwise independent of a masked modality's values; padded tokens
+    are dropped from the mean the same way. An all-masked input gives LayerNorm(b).
+
+    Args:
+      width: token and output width D.
+      num_modalities: n, the number of slots.
+      dropout: rate on the concatenated slots when deterministic=False.
+      dtype: compute dtype; pooling and LayerNorm run in float32 and the output is float32.
+    """
+
+    def __init__(self, width: int, num_modalities: int, *, dropout: float = 0.0, dtype=None,
+                 rngs: nnx.Rngs):
+        if num_modalities < 1:
+            raise ValueError(f"LinearFusion needs num_modalities >= 1, got {num_modalities}")
+        self.width, self.num_modalities = width, num_modalities
+        self.rate, self.dtype = dropout, dtype
+        self.proj = nnx.List([nnx.Linear(width, width, dtype=dtype, rngs=rngs)
+                              for _ in range(num_modalities)])
+        self.out = nnx.Linear(num_modalities * width, width, dtype=dtype, rngs=rngs)
+        self.norm = nnx.LayerNorm(width, dtype=jnp.float32, rngs=rngs)
+
+    def __call__(self, tokens: Sequence[jax.Array], masks: Sequence[jax.Array],
+                 modality_mask: jax.Array | None = None, *, deterministic: bool = True,
+                 rngs: nnx.Rngs | None = None) -> jax.Array:
+        """tokens: per modality (B, T_m, D); masks: per modality bool (B, T_m) -> (B, D) float32."""
+        _check_tokens(tokens, masks, self.width)
+        if len(tokens) != self.num_modalities:
+            raise ValueError(f"LinearFusion was built for {self.num_modalities} modalities, got "
+                             f"{len(tokens)} token arrays")
+        cdt = self.dtype or jnp.float32
+        present = broadcast_modality_mask(modality_mask, self.num_modalities, tokens[0].shape[0])
+        slots = []
+        for i, (t, m, proj) in enumerate(zip(tokens, masks, self.proj, strict=True)):
+            s = proj(masked_mean_tokens(t, m).astype(cdt))
+            slots.append(jnp.where(present[:, i:i + 1], s, jnp.zeros((), s.dtype)))
+        h = dropout(jnp.concatenate(slots, axis=-1), self.rate, deterministic=deterministic,
+                    rngs=rngs)
+        return self.norm(self.out(h).astype(jnp.float32))

@@ -32,7 +32,7 @@ from jaxmm.models.alexnet import AlexNet
 from jaxmm.models.causal_conv import CausalConvEncoder
 from jaxmm.models.config import FusionConfig, HeadConfig, ModalityConfig, ModelConfig
 from jaxmm.models.converters import FeatureTokenizer, IdentityConverter, OneToken, PatchEmbedding
-from jaxmm.models.fusion import FusionTransformer
+from jaxmm.models.fusion import FusionTransformer, LinearFusion
 from jaxmm.models.gru import GRUEncoder
 from jaxmm.models.heads import ProjectionHead
 from jaxmm.models.mlp import MLPEncoder
@@ -90,7 +90,9 @@ class MultimodalModel(nnx.Module):
     """Per-modality encoders and latent converters, the CoMM fusion block and a projection head.
 
     Built from a `ModelConfig` (see `build_model`). Outputs (fused, pooled, head) are float32
-    whatever `cfg.dtype` is.
+    whatever `cfg.dtype` is. The fusion block is `FusionTransformer` (cfg.fusion.kind
+    "attention", CoMM) or `LinearFusion` ("linear", the Table 4 ablation); `encode` is the same
+    for both.
     """
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
@@ -115,9 +117,13 @@ class MultimodalModel(nnx.Module):
         self.encoders = nnx.List(encoders)
         self.converters = nnx.List(converters)
         f = cfg.fusion
-        self.fusion = FusionTransformer(f.width, num_layers=f.num_layers, num_heads=f.num_heads,
-                                        mlp_ratio=f.mlp_ratio, dropout=f.dropout, dtype=dtype,
-                                        rngs=rngs)
+        if f.kind == "linear":  # CoMM Sec. 5 / Table 4 ablation
+            self.fusion = LinearFusion(f.width, len(self._names), dropout=f.dropout, dtype=dtype,
+                                       rngs=rngs)
+        else:
+            self.fusion = FusionTransformer(f.width, num_layers=f.num_layers,
+                                            num_heads=f.num_heads, mlp_ratio=f.mlp_ratio,
+                                            dropout=f.dropout, dtype=dtype, rngs=rngs)
         h = cfg.head
         self.projection = ProjectionHead(f.width, h.hidden_dims, h.out_dim, norm=h.norm,
                                          activation=h.activation, dtype=dtype, rngs=rngs)
@@ -154,7 +160,8 @@ class MultimodalModel(nnx.Module):
 
     def fuse(self, tokens: Tokens, modality_mask: jax.Array | None = None, *,
              deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jax.Array:
-        """Fusion [CLS] embedding (B, D); modality_mask bool (n,) or (B, n), True = present."""
+        """Fused embedding (B, D): the [CLS] output (attention) or the Concat + Linear output
+        (linear); modality_mask bool (n,) or (B, n), True = present."""
         return self.fusion(tokens.tokens, tokens.masks, modality_mask,
                            deterministic=deterministic, rngs=rngs)
 
