@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from jaxmm.experiment import ExperimentConfig
 
-_FAMILIES = ("trifeature", "synthetic", "multibench")
+_FAMILIES = ("trifeature", "synthetic", "multibench", "tuple_search")
 
 
 def _entries() -> dict[str, tuple[str, dict]]:
@@ -34,6 +34,9 @@ def _entries() -> dict[str, tuple[str, dict]]:
   out["comm_vt_contact"] = ("multibench", {"method": "comm", "dataset": "vt_contact"})
   out["comm3_vt"] = ("multibench", {"method": "comm", "dataset": "vt_contact", "modalities": 3})
   out["comm3_humor"] = ("multibench", {"method": "comm", "dataset": "humor", "modalities": 3})
+  for dataset in ("trifeature", "mosi"):  # sample-optimisation runs of `launch.search`
+    out[f"tuple_infonce_{dataset}_search"] = ("tuple_search", {"method": "tuple_infonce",
+                                                                "dataset": dataset})
   return out
 
 
