@@ -14,9 +14,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Main job (until the CoMM demo lands): the Gaussian MI-bounds staircase, FactorCL Fig. 3 / Poole et al.
+# Main job: CoMM vs Cross on bimodal Trifeature, pre-trained, probed, R/U/S table + bar chart.
 demo: $(VENV)/.installed
-	$(PY) -m launch.bounds --out outputs/bounds
+	$(PY) -m launch.demo --out outputs/demo
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
