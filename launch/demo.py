@@ -37,6 +37,8 @@ import sys
 import time
 from typing import Any
 
+from launch import logs
+
 # CoMM Fig. 4 (224 px, AlexNet, 100 epochs), linear-probe accuracy in %: redundancy (shape),
 # uniqueness (texture), synergy (balanced accuracy of the mapping task). Reference values only.
 PAPER_RUS: dict[str, dict[str, float]] = {
@@ -219,10 +221,7 @@ def plot(summary: dict[str, dict[str, dict[str, float]]], path: str, title: str)
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("jaxmm.train", "launch.train"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.setup_logging(quiet=("jaxmm.train", "launch.train"))
     logging.getLogger("absl").setLevel(logging.ERROR)  # tfds/orbax chatter on every open
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     try:

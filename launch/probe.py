@@ -25,6 +25,7 @@ import sys
 from typing import Any
 
 from jaxmm.checkpoint import CheckpointError
+from launch import logs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, force=True)
+    logs.setup_logging(logging.WARNING)
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax / tfds info chatter
     try:
         run(args)

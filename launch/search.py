@@ -44,7 +44,7 @@ from jaxmm import checkpoint as ckpt_lib
 from jaxmm import config as config_lib
 from jaxmm import experiment
 from jaxmm.data import pipeline
-from launch import configs
+from launch import configs, logs
 from launch import train as launch_train
 from launch.configs import tuple_search
 
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
   if not args.config:
     _parser().error("--config is required (see --list)")
-  launch_train._setup_logging()
+  logs.setup_logging()
   try:
     cfg, search = build_configs(args)
     if args.print_config:

@@ -25,7 +25,7 @@ import sys
 from jaxmm import checkpoint as ckpt_lib
 from jaxmm import experiment
 from jaxmm import train as train_lib
-from launch import configs
+from launch import configs, logs
 
 log = logging.getLogger("launch.train")
 
@@ -118,33 +118,6 @@ def run(cfg: experiment.ExperimentConfig):
                          experiment_config=cfg.to_dict())
 
 
-class _StderrHandler(logging.StreamHandler):
-  """Writes to the current `sys.stderr` (which test runners and notebooks replace)."""
-
-  @property
-  def stream(self):
-    return sys.stderr
-
-  @stream.setter
-  def stream(self, value):
-    del value
-
-
-def _setup_logging() -> None:
-  """INFO logs of jaxmm / launch on stderr; orbax's per-file INFO chatter (absl) silenced."""
-  from absl import logging as absl_logging
-
-  root = logging.getLogger()
-  # absl (imported by grain / tfds) put its own handler on the root logger; it drops INFO.
-  root.removeHandler(absl_logging.get_absl_handler())
-  if not any(isinstance(h, _StderrHandler) for h in root.handlers):
-    handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-  root.setLevel(logging.INFO)
-  logging.getLogger("absl").setLevel(logging.WARNING)
-
-
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   if args.list:
@@ -152,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
   if not args.config:
     _parser().error("--config is required (see --list)")
-  _setup_logging()
+  logs.setup_logging()
   try:
     cfg = build_config(args)
     if args.print_config:

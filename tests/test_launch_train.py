@@ -39,7 +39,9 @@ def test_smoke_run_checkpoints_its_config_and_resumes(tmp_path, caplog):
   assert int(state.step) == 4
 
   # Second invocation: resumes at step 4 and runs to the new end.
-  caplog.set_level("INFO")
+  # Other in-process entry points (the demo) quiet these loggers; set them for this test only.
+  for name in (None, "jaxmm.train", "launch.train"):
+    caplog.set_level("INFO", logger=name)
   assert launch_train.main([*argv, "--set", "train.steps=6"]) == 0
   assert "Resumed from" in caplog.text and "differs from the checkpoint's" in caplog.text
   assert [m["step"] for m in _metrics(workdir)] == [1, 2, 3, 4, 5, 6]
