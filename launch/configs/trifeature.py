@@ -17,6 +17,13 @@ Variants:
   "paper_biased" 224 px version of "biased".
   "smoke"        a 64-pair dataset, a 4-channel AlexNet, 4 steps: seconds on CPU.
 
+Ablations (CoMM Sec. 5) are overrides of `comm_trifeature`, no separate config:
+  Table 4, linear vs attention fusion:  --set model.fusion.kind=linear
+  Fig. 5, loss terms:                   --set method.config.terms=fused_only   (only I(Z'; Z''))
+                                        --set method.config.terms=unimodal_only (only the I(Z_i; Z''))
+  Table 5, augmentations: the per-modality presets of `DataConfig.modalities` ("simclr", "unique",
+  "none").
+
 Reported results (linear probing, CoMM Fig. 4; comm.txt gives them only as a bar chart, no
 table): Cross captures the redundant shape almost perfectly but is near chance (10%) on the unique
 textures and (50%) on synergy; Cross+Self captures uniqueness but not synergy; FactorCL is poor on
