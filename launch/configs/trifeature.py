@@ -19,8 +19,8 @@ Variants:
 
 Ablations (CoMM Sec. 5) are overrides of `comm_trifeature`, no separate config:
   Table 4, linear vs attention fusion:  --set model.fusion.kind=linear
-  Fig. 5, loss terms:                   --set method.config.terms=fused_only   (only I(Z'; Z''))
-                                        --set method.config.terms=unimodal_only (only the I(Z_i; Z''))
+  Fig. 5, loss terms:                   --set method.config.terms=fused_only  (I(Z'; Z'') only)
+                                        --set method.config.terms=unimodal_only  (I(Z_i; Z''))
   Table 5, augmentations: the per-modality presets of `DataConfig.modalities` ("simclr", "unique",
   "none").
 
