@@ -19,6 +19,7 @@ demo: $(VENV)/.installed
 	$(PY) -m launch.demo --out outputs/demo
 
 lint: $(VENV)/.installed
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
 # Two xdist workers (CI has 2 cores); files stay whole on one worker so jit caches are shared.

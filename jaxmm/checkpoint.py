@@ -34,201 +34,217 @@ _GRAIN_ITERATORS = (grain.DatasetIterator, grain.DataLoaderIterator)
 
 
 class CheckpointError(ValueError):
-  """A checkpoint directory is missing, empty or unreadable (the message names the path)."""
+    """A checkpoint directory is missing, empty or unreadable (the message names the path)."""
 
 
 def _is_key(x: Any) -> bool:
-  return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
 def _encode_keys(tree: Any) -> Any:
-  return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
 
 
 def _abstract_encoded(tree: Any) -> Any:
-  """The abstract tree orbax restores: key leaves become their uint32 key data."""
+    """The abstract tree orbax restores: key leaves become their uint32 key data."""
 
-  def leaf(x):
-    if _is_key(x):
-      data = jax.eval_shape(jax.random.key_data, x)
-      return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=getattr(x, "sharding", None))
-    return x
+    def leaf(x):
+        if _is_key(x):
+            data = jax.eval_shape(jax.random.key_data, x)
+            return jax.ShapeDtypeStruct(
+                data.shape, data.dtype, sharding=getattr(x, "sharding", None)
+            )
+        return x
 
-  return jax.tree.map(leaf, tree)
+    return jax.tree.map(leaf, tree)
 
 
 def _decode_keys(restored: Any, abstract: Any) -> Any:
-  def leaf(x, a):
-    if _is_key(a):
-      # A key dtype carries its PRNG implementation; abstract keys have no public accessor for it.
-      return jax.random.wrap_key_data(x, impl=getattr(a.dtype, "_impl", None))
-    return x
+    def leaf(x, a):
+        if _is_key(a):
+            # A key dtype carries its PRNG implementation (no public accessor on abstract keys).
+            return jax.random.wrap_key_data(x, impl=getattr(a.dtype, "_impl", None))
+        return x
 
-  return jax.tree.map(leaf, restored, abstract)
+    return jax.tree.map(leaf, restored, abstract)
 
 
 def supports_data_state(data_iter: Any) -> bool:
-  """Whether `data_iter`'s position can be checkpointed (grain iterators)."""
-  return isinstance(data_iter, _GRAIN_ITERATORS)
+    """Whether `data_iter`'s position can be checkpointed (grain iterators)."""
+    return isinstance(data_iter, _GRAIN_ITERATORS)
 
 
 class Checkpointer:
-  """An orbax CheckpointManager for (train state, data iterator, config) triples.
-
-  Args:
-    directory: where step directories go (created on first save unless `read_only`).
-    max_to_keep: keep the newest N checkpoints.
-    async_save: write in a background thread (the call blocks only for the device-to-host copy,
-      so the caller may donate or overwrite the state right after `save` returns).
-    read_only: open an existing directory without creating anything (probes, notebooks).
-
-  Raises:
-    CheckpointError: `read_only` and `directory` does not exist.
-  """
-
-  def __init__(
-      self, directory: str | os.PathLike, *, max_to_keep: int = 3, async_save: bool = True,
-      read_only: bool = False,
-  ):
-    self.directory = os.path.abspath(os.fspath(directory))
-    if read_only and not os.path.isdir(self.directory):
-      raise CheckpointError(f"Checkpoint directory {self.directory} does not exist")
-    if read_only:
-      options = ocp.CheckpointManagerOptions(
-          read_only=True, create=False, save_interval_steps=0, max_to_keep=None
-      )
-    else:
-      options = ocp.CheckpointManagerOptions(
-          max_to_keep=max_to_keep, enable_async_checkpointing=async_save
-      )
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
-
-  def latest_step(self) -> int | None:
-    """The newest finalised step on disk, or None."""
-    return self._manager.latest_step()
-
-  def all_steps(self) -> list[int]:
-    return list(self._manager.all_steps())
-
-  def save(
-      self, step: int, state: Any, *, data_iter: Any = None, config: Any = None,
-      force: bool = True,
-  ) -> bool:
-    """Saves `state` (any pytree of arrays), the iterator position and the config at `step`.
+    """An orbax CheckpointManager for (train state, data iterator, config) triples.
 
     Args:
-      step: the checkpoint's step number (the train state's step).
-      state: a pytree of jax arrays (typed PRNG keys allowed).
-      data_iter: a grain iterator whose position after the consumed batches is saved.
-      config: a dataclass config (saved via `config.to_dict`) or a JSON-serialisable dict.
-      force: save even if orbax's save policy would skip this step.
-
-    Returns:
-      Whether a save was started.
-    """
-    items = {STATE: ocp.args.StandardSave(_encode_keys(state))}
-    if data_iter is not None:
-      if not supports_data_state(data_iter):
-        raise ValueError(
-            f"data_iter of type {type(data_iter).__name__} cannot be checkpointed; pass a grain "
-            "DatasetIterator / DataLoaderIterator or None"
-        )
-      items[DATA] = grain.checkpoint.CheckpointSave(data_iter)
-    if config is not None:
-      items[CONFIG] = ocp.args.JsonSave(_config_dict(config))
-    return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
-
-  def restore(self, abstract_state: Any, *, step: int | None = None, data_iter: Any = None) -> Any:
-    """Restores the state at `step` (default: latest) into the structure of `abstract_state`.
-
-    Args:
-      abstract_state: a pytree of `jax.ShapeDtypeStruct` (with `.sharding` where the arrays
-        should live), e.g. `jax.eval_shape(init_fn, ...)` with shardings attached.
-      step: which checkpoint; None = the latest.
-      data_iter: a grain iterator whose position is set to the saved one (in place).
-
-    Returns:
-      The restored state, with the tree types of `abstract_state`.
+      directory: where step directories go (created on first save unless `read_only`).
+      max_to_keep: keep the newest N checkpoints.
+      async_save: write in a background thread (the call blocks only for the device-to-host copy,
+        so the caller may donate or overwrite the state right after `save` returns).
+      read_only: open an existing directory without creating anything (probes, notebooks).
 
     Raises:
-      CheckpointError: no checkpoint in the directory, or it cannot be read (naming the path).
+      CheckpointError: `read_only` and `directory` does not exist.
     """
-    self.wait_until_finished()
-    step = self._resolve_step(step)
-    path = os.path.join(self.directory, str(step))
-    items = {STATE: ocp.args.StandardRestore(_abstract_encoded(abstract_state))}
-    if data_iter is not None:
-      if not supports_data_state(data_iter):
-        raise ValueError(f"data_iter of type {type(data_iter).__name__} cannot be restored")
-      items[DATA] = grain.checkpoint.CheckpointRestore(data_iter)
-    try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-    except Exception as e:  # orbax raises many types (IO, tensorstore, tree mismatch): unify them
-      raise CheckpointError(
-          f"Could not restore checkpoint {path}: {type(e).__name__}: {e}"
-      ) from e
-    return _decode_keys(restored[STATE], abstract_state)
 
-  def restore_config(self, step: int | None = None) -> dict[str, Any]:
-    """The experiment config saved with checkpoint `step` (default: latest), as a dict."""
-    self.wait_until_finished()
-    step = self._resolve_step(step)
-    path = os.path.join(self.directory, str(step), CONFIG)
-    if not os.path.isdir(path):
-      raise CheckpointError(f"Checkpoint {os.path.dirname(path)} holds no config ({path})")
-    try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          **{CONFIG: ocp.args.JsonRestore()}))
-    except Exception as e:  # see restore()
-      raise CheckpointError(f"Could not read config {path}: {type(e).__name__}: {e}") from e
-    return restored[CONFIG]
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        max_to_keep: int = 3,
+        async_save: bool = True,
+        read_only: bool = False,
+    ):
+        self.directory = os.path.abspath(os.fspath(directory))
+        if read_only and not os.path.isdir(self.directory):
+            raise CheckpointError(f"Checkpoint directory {self.directory} does not exist")
+        if read_only:
+            options = ocp.CheckpointManagerOptions(
+                read_only=True, create=False, save_interval_steps=0, max_to_keep=None
+            )
+        else:
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, enable_async_checkpointing=async_save
+            )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
 
-  def _resolve_step(self, step: int | None) -> int:
-    if step is None:
-      step = self.latest_step()
-      if step is None:
-        raise CheckpointError(f"No checkpoint found in {self.directory}")
-    elif step not in self.all_steps():
-      raise CheckpointError(
-          f"No checkpoint for step {step} in {self.directory}; steps: {self.all_steps()}"
-      )
-    return step
+    def latest_step(self) -> int | None:
+        """The newest finalised step on disk, or None."""
+        return self._manager.latest_step()
 
-  def wait_until_finished(self) -> None:
-    """Blocks until pending async saves are on disk (call before reading or exiting)."""
-    self._manager.wait_until_finished()
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
 
-  def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    def save(
+        self,
+        step: int,
+        state: Any,
+        *,
+        data_iter: Any = None,
+        config: Any = None,
+        force: bool = True,
+    ) -> bool:
+        """Saves `state` (any pytree of arrays), the iterator position and the config at `step`.
 
-  def __enter__(self) -> Checkpointer:
-    return self
+        Args:
+          step: the checkpoint's step number (the train state's step).
+          state: a pytree of jax arrays (typed PRNG keys allowed).
+          data_iter: a grain iterator whose position after the consumed batches is saved.
+          config: a dataclass config (saved via `config.to_dict`) or a JSON-serialisable dict.
+          force: save even if orbax's save policy would skip this step.
 
-  def __exit__(self, *exc) -> None:
-    self.close()
+        Returns:
+          Whether a save was started.
+        """
+        items = {STATE: ocp.args.StandardSave(_encode_keys(state))}
+        if data_iter is not None:
+            if not supports_data_state(data_iter):
+                raise ValueError(
+                    f"data_iter of type {type(data_iter).__name__} cannot be checkpointed; "
+                    "pass a grain DatasetIterator / DataLoaderIterator or None"
+                )
+            items[DATA] = grain.checkpoint.CheckpointSave(data_iter)
+        if config is not None:
+            items[CONFIG] = ocp.args.JsonSave(_config_dict(config))
+        return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+    def restore(
+        self, abstract_state: Any, *, step: int | None = None, data_iter: Any = None
+    ) -> Any:
+        """Restores the state at `step` (default: latest) into the structure of `abstract_state`.
+
+        Args:
+          abstract_state: a pytree of `jax.ShapeDtypeStruct` (with `.sharding` where the arrays
+            should live), e.g. `jax.eval_shape(init_fn, ...)` with shardings attached.
+          step: which checkpoint; None = the latest.
+          data_iter: a grain iterator whose position is set to the saved one (in place).
+
+        Returns:
+          The restored state, with the tree types of `abstract_state`.
+
+        Raises:
+          CheckpointError: no checkpoint in the directory, or it cannot be read (naming the path).
+        """
+        self.wait_until_finished()
+        step = self._resolve_step(step)
+        path = os.path.join(self.directory, str(step))
+        items = {STATE: ocp.args.StandardRestore(_abstract_encoded(abstract_state))}
+        if data_iter is not None:
+            if not supports_data_state(data_iter):
+                raise ValueError(f"data_iter of type {type(data_iter).__name__} cannot be restored")
+            items[DATA] = grain.checkpoint.CheckpointRestore(data_iter)
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+        except (
+            Exception
+        ) as e:  # orbax raises many types (IO, tensorstore, tree mismatch): unify them
+            raise CheckpointError(
+                f"Could not restore checkpoint {path}: {type(e).__name__}: {e}"
+            ) from e
+        return _decode_keys(restored[STATE], abstract_state)
+
+    def restore_config(self, step: int | None = None) -> dict[str, Any]:
+        """The experiment config saved with checkpoint `step` (default: latest), as a dict."""
+        self.wait_until_finished()
+        step = self._resolve_step(step)
+        path = os.path.join(self.directory, str(step), CONFIG)
+        if not os.path.isdir(path):
+            raise CheckpointError(f"Checkpoint {os.path.dirname(path)} holds no config ({path})")
+        try:
+            restored = self._manager.restore(
+                step, args=ocp.args.Composite(**{CONFIG: ocp.args.JsonRestore()})
+            )
+        except Exception as e:  # see restore()
+            raise CheckpointError(f"Could not read config {path}: {type(e).__name__}: {e}") from e
+        return restored[CONFIG]
+
+    def _resolve_step(self, step: int | None) -> int:
+        if step is None:
+            step = self.latest_step()
+            if step is None:
+                raise CheckpointError(f"No checkpoint found in {self.directory}")
+        elif step not in self.all_steps():
+            raise CheckpointError(
+                f"No checkpoint for step {step} in {self.directory}; steps: {self.all_steps()}"
+            )
+        return step
+
+    def wait_until_finished(self) -> None:
+        """Blocks until pending async saves are on disk (call before reading or exiting)."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _config_dict(config: Any) -> dict[str, Any]:
-  if dataclasses.is_dataclass(config) and not isinstance(config, type):
-    return config_lib.to_dict(config)
-  if isinstance(config, dict):
-    return config
-  raise ValueError(f"config must be a dataclass instance or a dict, got {type(config).__name__}")
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return config_lib.to_dict(config)
+    if isinstance(config, dict):
+        return config
+    raise ValueError(f"config must be a dataclass instance or a dict, got {type(config).__name__}")
 
 
 def load_config(directory: str | os.PathLike, step: int | None = None) -> dict[str, Any]:
-  """Reads the experiment config saved in a checkpoint directory (a probe's entry point).
+    """Reads the experiment config saved in a checkpoint directory (a probe's entry point).
 
-  Args:
-    directory: the `checkpoints/` directory of a work dir.
-    step: which checkpoint; None = the latest.
+    Args:
+      directory: the `checkpoints/` directory of a work dir.
+      step: which checkpoint; None = the latest.
 
-  Returns:
-    The config dict; rebuild the typed config with `jaxmm.config.from_dict(cls, d)`.
+    Returns:
+      The config dict; rebuild the typed config with `jaxmm.config.from_dict(cls, d)`.
 
-  Raises:
-    CheckpointError: the directory is missing, empty or its config unreadable (naming the path).
-  """
-  with Checkpointer(directory, read_only=True) as ckpt:
-    return ckpt.restore_config(step)
+    Raises:
+      CheckpointError: the directory is missing, empty or its config unreadable (naming the path).
+    """
+    with Checkpointer(directory, read_only=True) as ckpt:
+        return ckpt.restore_config(step)

@@ -34,53 +34,55 @@ _NONE = {"none", "null"}
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-  """AdamW with warm-up and a learning-rate schedule (decoupled decay: Loshchilov & Hutter 2019)."""
+    """AdamW with warm-up and a learning-rate schedule (decoupled decay, Loshchilov & Hutter)."""
 
-  lr: float = 1e-3  # peak learning rate, reached at the end of warm-up
-  weight_decay: float = 1e-4  # decoupled decay, applied to parameters with ndim >= 2 only
-  warmup_steps: int = 0  # linear warm-up from 0 to `lr`
-  b1: float = 0.9  # Adam first-moment decay
-  b2: float = 0.999  # Adam second-moment decay
-  eps: float = 1e-8  # Adam denominator epsilon
-  clip_norm: float | None = None  # global-norm gradient clipping threshold; None = no clipping
-  schedule: Literal["cosine", "constant"] = "cosine"  # after warm-up: cosine decay or constant
-  end_lr_factor: float = 0.0  # cosine schedule ends at lr * end_lr_factor
-  inner_lr: float | None = None  # learning rate of the inner (critic) optimizer; None = `lr`
+    lr: float = 1e-3  # peak learning rate, reached at the end of warm-up
+    weight_decay: float = 1e-4  # decoupled decay, applied to parameters with ndim >= 2 only
+    warmup_steps: int = 0  # linear warm-up from 0 to `lr`
+    b1: float = 0.9  # Adam first-moment decay
+    b2: float = 0.999  # Adam second-moment decay
+    eps: float = 1e-8  # Adam denominator epsilon
+    clip_norm: float | None = None  # global-norm gradient clipping threshold; None = no clipping
+    schedule: Literal["cosine", "constant"] = "cosine"  # after warm-up: cosine decay or constant
+    end_lr_factor: float = 0.0  # cosine schedule ends at lr * end_lr_factor
+    inner_lr: float | None = None  # learning rate of the inner (critic) optimizer; None = `lr`
 
 
 @dataclasses.dataclass(frozen=True)
 class DistributedConfig:
-  """Multi-process set-up passed to `jax.distributed.initialize` (ignored for one process)."""
+    """Multi-process set-up passed to `jax.distributed.initialize` (ignored for one process)."""
 
-  coordinator_address: str | None = None  # "host:port" of process 0
-  num_processes: int = 1  # total number of processes (hosts)
-  process_id: int = 0  # this process's index in [0, num_processes)
+    coordinator_address: str | None = None  # "host:port" of process 0
+    num_processes: int = 1  # total number of processes (hosts)
+    process_id: int = 0  # this process's index in [0, num_processes)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """The training loop: length, batch, logging, checkpoints and the inner-step count."""
+    """The training loop: length, batch, logging, checkpoints and the inner-step count."""
 
-  steps: int = 1000  # number of optimizer steps
-  batch_size: int = 256  # GLOBAL batch size, over all processes and devices
-  seed: int = 0  # seeds parameter initialisation and the per-step rng stream
-  log_every: int = 50  # steps between metric fetches / JSON lines
-  ckpt_every: int = 1000  # steps between checkpoints (0 = only at the end)
-  keep: int = 3  # checkpoints kept on disk (orbax max_to_keep)
-  workdir: str = "workdirs/default"  # checkpoints, metrics.jsonl and the config live here
-  resume: bool = True  # resume when `workdir` already holds a checkpoint
-  inner_steps: int = 1  # inner (critic) optimizer steps before each main step, for methods with one
-  progress: bool = True  # tqdm progress bar on process 0
-  optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
-  distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
+    steps: int = 1000  # number of optimizer steps
+    batch_size: int = 256  # GLOBAL batch size, over all processes and devices
+    seed: int = 0  # seeds parameter initialisation and the per-step rng stream
+    log_every: int = 50  # steps between metric fetches / JSON lines
+    ckpt_every: int = 1000  # steps between checkpoints (0 = only at the end)
+    keep: int = 3  # checkpoints kept on disk (orbax max_to_keep)
+    workdir: str = "workdirs/default"  # checkpoints, metrics.jsonl and the config live here
+    resume: bool = True  # resume when `workdir` already holds a checkpoint
+    inner_steps: int = (
+        1  # inner (critic) optimizer steps before each main step, for methods with one
+    )
+    progress: bool = True  # tqdm progress bar on process 0
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
 
-  def __post_init__(self):
-    for name in ("steps", "batch_size", "log_every", "keep"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-    for name in ("ckpt_every", "inner_steps"):
-      if getattr(self, name) < 0:
-        raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "log_every", "keep"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("ckpt_every", "inner_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -89,252 +91,252 @@ class TrainConfig:
 
 @functools.cache
 def _field_types(cls: type) -> dict[str, Any]:
-  # get_type_hints resolves the string annotations that `from __future__ import annotations` makes.
-  hints = typing.get_type_hints(cls)
-  return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    # get_type_hints resolves the string annotations of `from __future__ import annotations`.
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def _type_name(tp: Any) -> str:
-  return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 def _is_dataclass_type(tp: Any) -> bool:
-  return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
 def _union_args(tp: Any) -> tuple[Any, ...] | None:
-  origin = typing.get_origin(tp)
-  if origin is typing.Union or origin is types.UnionType:
-    return typing.get_args(tp)
-  return None
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        return typing.get_args(tp)
+    return None
 
 
 def _split_top_level(text: str) -> list[str]:
-  """Splits "1, (2, 3), 4" on commas that are not inside brackets."""
-  parts, depth, start = [], 0, 0
-  for i, ch in enumerate(text):
-    if ch in "([":
-      depth += 1
-    elif ch in ")]":
-      depth -= 1
-    elif ch == "," and depth == 0:
-      parts.append(text[start:i])
-      start = i + 1
-  parts.append(text[start:])
-  return [p.strip() for p in parts if p.strip()]
+    """Splits "1, (2, 3), 4" on commas that are not inside brackets."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
 
 
 def _parse_str(text: str, tp: Any) -> Any:
-  """Parses the command-line string `text` as a value of type `tp`; raises TypeError."""
-  text = text.strip()
-  if tp is Any:
-    return text
-  union = _union_args(tp)
-  if union is not None:
-    if type(None) in union and text.lower() in _NONE:
-      return None
-    for arm in union:
-      if arm is type(None):
-        continue
-      try:
-        return _parse_str(text, arm)
-      except (TypeError, ValueError):
-        continue
-    raise TypeError
-  origin = typing.get_origin(tp)
-  if origin is Literal:
-    for choice in typing.get_args(tp):
-      if str(choice) == text:
-        return choice
-    raise TypeError
-  if origin in (tuple, list) or tp in (tuple, list):
-    inner = text[1:-1] if text[:1] in "([" and text[-1:] in ")]" else text
-    items = _split_top_level(inner)
-    args = typing.get_args(tp)
-    if origin is tuple and args and args[-1] is not Ellipsis:
-      if len(items) != len(args):
+    """Parses the command-line string `text` as a value of type `tp`; raises TypeError."""
+    text = text.strip()
+    if tp is Any:
+        return text
+    union = _union_args(tp)
+    if union is not None:
+        if type(None) in union and text.lower() in _NONE:
+            return None
+        for arm in union:
+            if arm is type(None):
+                continue
+            try:
+                return _parse_str(text, arm)
+            except (TypeError, ValueError):
+                continue
         raise TypeError
-      return tuple(_parse_str(s, a) for s, a in zip(items, args, strict=True))
-    elem = args[0] if args else Any
-    values = [_parse_str(s, elem) for s in items]
-    return tuple(values) if (origin or tp) is tuple else values
-  if tp is bool:
-    if text.lower() in _TRUE:
-      return True
-    if text.lower() in _FALSE:
-      return False
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        for choice in typing.get_args(tp):
+            if str(choice) == text:
+                return choice
+        raise TypeError
+    if origin in (tuple, list) or tp in (tuple, list):
+        inner = text[1:-1] if text[:1] in "([" and text[-1:] in ")]" else text
+        items = _split_top_level(inner)
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(items) != len(args):
+                raise TypeError
+            return tuple(_parse_str(s, a) for s, a in zip(items, args, strict=True))
+        elem = args[0] if args else Any
+        values = [_parse_str(s, elem) for s in items]
+        return tuple(values) if (origin or tp) is tuple else values
+    if tp is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise TypeError
+    if tp is int:
+        return int(text.replace("_", ""))
+    if tp is float:
+        return float(text)
+    if tp is str:
+        # Quotes are optional; they allow strings that would otherwise look like something else.
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+            return text[1:-1]
+        return text
     raise TypeError
-  if tp is int:
-    return int(text.replace("_", ""))
-  if tp is float:
-    return float(text)
-  if tp is str:
-    # Quotes are optional; they allow strings that would otherwise look like something else.
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-      return text[1:-1]
-    return text
-  raise TypeError
 
 
 def _check_value(value: Any, tp: Any) -> Any:
-  """Validates a JSON-decoded `value` against `tp`, converting lists to tuples; raises TypeError."""
-  if tp is Any:
-    return value
-  union = _union_args(tp)
-  if union is not None:
-    if value is None and type(None) in union:
-      return None
-    for arm in union:
-      if arm is type(None):
-        continue
-      try:
-        return _check_value(value, arm)
-      except (TypeError, ValueError):
-        continue
-    raise TypeError
-  origin = typing.get_origin(tp)
-  if origin is Literal:
-    if value in typing.get_args(tp):
-      return value
-    raise TypeError
-  if _is_dataclass_type(tp):
-    if not isinstance(value, Mapping):
-      raise TypeError
-    return from_dict(tp, value)
-  if origin in (tuple, list) or tp in (tuple, list):
-    if not isinstance(value, Sequence) or isinstance(value, str):
-      raise TypeError
-    args = typing.get_args(tp)
-    if origin is tuple and args and args[-1] is not Ellipsis:
-      if len(value) != len(args):
+    """Validates JSON-decoded `value` against `tp`, lists to tuples; raises TypeError."""
+    if tp is Any:
+        return value
+    union = _union_args(tp)
+    if union is not None:
+        if value is None and type(None) in union:
+            return None
+        for arm in union:
+            if arm is type(None):
+                continue
+            try:
+                return _check_value(value, arm)
+            except (TypeError, ValueError):
+                continue
         raise TypeError
-      return tuple(_check_value(v, a) for v, a in zip(value, args, strict=True))
-    elem = args[0] if args else Any
-    values = [_check_value(v, elem) for v in value]
-    return tuple(values) if (origin or tp) is tuple else values
-  if origin is dict or tp is dict:
-    if not isinstance(value, Mapping):
-      raise TypeError
-    return dict(value)
-  if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
-    return float(value)
-  if tp is int and isinstance(value, bool):
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise TypeError
+    if _is_dataclass_type(tp):
+        if not isinstance(value, Mapping):
+            raise TypeError
+        return from_dict(tp, value)
+    if origin in (tuple, list) or tp in (tuple, list):
+        if not isinstance(value, Sequence) or isinstance(value, str):
+            raise TypeError
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise TypeError
+            return tuple(_check_value(v, a) for v, a in zip(value, args, strict=True))
+        elem = args[0] if args else Any
+        values = [_check_value(v, elem) for v in value]
+        return tuple(values) if (origin or tp) is tuple else values
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise TypeError
+        return dict(value)
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise TypeError
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
     raise TypeError
-  if isinstance(tp, type) and isinstance(value, tp):
-    return value
-  raise TypeError
 
 
 def _set_path(cfg: Any, keys: list[str], raw: str, full_key: str) -> Any:
-  fields = _field_types(type(cfg))
-  name = keys[0]
-  if name not in fields:
-    raise ValueError(
-        f"Unknown config key {full_key!r}: {type(cfg).__name__} has no field {name!r}; "
-        f"valid keys: {sorted(fields)}"
-    )
-  tp = fields[name]
-  if len(keys) > 1:
-    child = getattr(cfg, name)
-    if not dataclasses.is_dataclass(child):
-      raise ValueError(
-          f"Unknown config key {full_key!r}: {type(cfg).__name__}.{name} is a "
-          f"{_type_name(tp)}, not a nested config"
-      )
-    return dataclasses.replace(cfg, **{name: _set_path(child, keys[1:], raw, full_key)})
-  if _is_dataclass_type(tp):
-    raise ValueError(
-        f"Config key {full_key!r} is a nested config; set its fields, one of "
-        f"{[f'{full_key}.{k}' for k in sorted(_field_types(tp))]}"
-    )
-  try:
-    value = _parse_str(raw, tp)
-  except (TypeError, ValueError):
-    raise ValueError(
-        f"Bad value for config field {full_key!r}: {raw!r} is not a valid {_type_name(tp)}"
-    ) from None
-  return dataclasses.replace(cfg, **{name: value})
+    fields = _field_types(type(cfg))
+    name = keys[0]
+    if name not in fields:
+        raise ValueError(
+            f"Unknown config key {full_key!r}: {type(cfg).__name__} has no field {name!r}; "
+            f"valid keys: {sorted(fields)}"
+        )
+    tp = fields[name]
+    if len(keys) > 1:
+        child = getattr(cfg, name)
+        if not dataclasses.is_dataclass(child):
+            raise ValueError(
+                f"Unknown config key {full_key!r}: {type(cfg).__name__}.{name} is a "
+                f"{_type_name(tp)}, not a nested config"
+            )
+        return dataclasses.replace(cfg, **{name: _set_path(child, keys[1:], raw, full_key)})
+    if _is_dataclass_type(tp):
+        raise ValueError(
+            f"Config key {full_key!r} is a nested config; set its fields, one of "
+            f"{[f'{full_key}.{k}' for k in sorted(_field_types(tp))]}"
+        )
+    try:
+        value = _parse_str(raw, tp)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Bad value for config field {full_key!r}: {raw!r} is not a valid {_type_name(tp)}"
+        ) from None
+    return dataclasses.replace(cfg, **{name: value})
 
 
 def apply_overrides(cfg: T, overrides: Sequence[str]) -> T:
-  """Returns a copy of the dataclass `cfg` with "dotted.key=value" overrides applied in order.
+    """Returns a copy of the dataclass `cfg` with "dotted.key=value" overrides applied in order.
 
-  Args:
-    cfg: a dataclass instance, possibly holding nested dataclass configs.
-    overrides: strings "a.b.c=value"; `value` is parsed to the declared type of field `c`:
-      ints ("1_000"), floats ("3e-4"), bools (true/false/1/0/yes/no), strings (optionally
-      quoted), tuples/lists ("1,2" or "(1, 2)"), `X | None` ("none"), `Literal` choices.
+    Args:
+      cfg: a dataclass instance, possibly holding nested dataclass configs.
+      overrides: strings "a.b.c=value"; `value` is parsed to the declared type of field `c`:
+        ints ("1_000"), floats ("3e-4"), bools (true/false/1/0/yes/no), strings (optionally
+        quoted), tuples/lists ("1,2" or "(1, 2)"), `X | None` ("none"), `Literal` choices.
 
-  Returns:
-    A new config (the input is not modified; dataclass `__post_init__` checks run again).
+    Returns:
+      A new config (the input is not modified; dataclass `__post_init__` checks run again).
 
-  Raises:
-    ValueError: an unknown key (naming it and listing the valid ones), an override without
-      "=", or a value that does not parse as the field's type (naming field, value, type).
+    Raises:
+      ValueError: an unknown key (naming it and listing the valid ones), an override without
+        "=", or a value that does not parse as the field's type (naming field, value, type).
 
-  Example:
-    >>> apply_overrides(TrainConfig(), ["optimizer.lr=3e-4"]).optimizer.lr
-    0.0003
-  """
-  if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
-    raise ValueError(f"apply_overrides needs a dataclass instance, got {type(cfg).__name__}")
-  for item in overrides:
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-      raise ValueError(f"Override {item!r} is not of the form 'dotted.key=value'")
-    key = key.strip()
-    cfg = _set_path(cfg, key.split("."), raw, key)
-  return cfg
+    Example:
+      >>> apply_overrides(TrainConfig(), ["optimizer.lr=3e-4"]).optimizer.lr
+      0.0003
+    """
+    if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
+        raise ValueError(f"apply_overrides needs a dataclass instance, got {type(cfg).__name__}")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"Override {item!r} is not of the form 'dotted.key=value'")
+        key = key.strip()
+        cfg = _set_path(cfg, key.split("."), raw, key)
+    return cfg
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-  """A JSON-serialisable dict of a (nested) dataclass config; tuples become lists."""
-  if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
-    raise ValueError(f"to_dict needs a dataclass instance, got {type(cfg).__name__}")
+    """A JSON-serialisable dict of a (nested) dataclass config; tuples become lists."""
+    if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
+        raise ValueError(f"to_dict needs a dataclass instance, got {type(cfg).__name__}")
 
-  def convert(v):
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-      return {f.name: convert(getattr(v, f.name)) for f in dataclasses.fields(v)}
-    if isinstance(v, tuple | list):
-      return [convert(x) for x in v]
-    if isinstance(v, Mapping):
-      return {k: convert(x) for k, x in v.items()}
-    return v
+    def convert(v):
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: convert(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple | list):
+            return [convert(x) for x in v]
+        if isinstance(v, Mapping):
+            return {k: convert(x) for k, x in v.items()}
+        return v
 
-  return convert(cfg)
+    return convert(cfg)
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], *, _prefix: str = "") -> T:
-  """Rebuilds a dataclass config of type `cls` from `to_dict` output (e.g. JSON-decoded).
+    """Rebuilds a dataclass config of type `cls` from `to_dict` output (e.g. JSON-decoded).
 
-  Missing keys take the field's default; lists become tuples where the field is a tuple.
+    Missing keys take the field's default; lists become tuples where the field is a tuple.
 
-  Raises:
-    ValueError: an unknown key (listing the valid ones) or a value of the wrong type (naming the
-      field, the value and the expected type).
-  """
-  if not _is_dataclass_type(cls):
-    raise ValueError(f"from_dict needs a dataclass type, got {cls!r}")
-  if not isinstance(data, Mapping):
-    raise ValueError(f"from_dict({cls.__name__}) needs a mapping, got {type(data).__name__}")
-  fields = _field_types(cls)
-  unknown = sorted(set(data) - set(fields))
-  if unknown:
-    raise ValueError(
-        f"Unknown config key(s) {[_prefix + k for k in unknown]} for {cls.__name__}; "
-        f"valid keys: {sorted(fields)}"
-    )
-  kwargs = {}
-  for name, value in data.items():
-    tp = fields[name]
-    if _is_dataclass_type(tp) and isinstance(value, Mapping):
-      kwargs[name] = from_dict(tp, value, _prefix=f"{_prefix}{name}.")
-      continue
-    try:
-      kwargs[name] = _check_value(value, tp)
-    except (TypeError, ValueError):
-      raise ValueError(
-          f"Bad value for config field {_prefix + name!r}: {value!r} is not a valid "
-          f"{_type_name(tp)}"
-      ) from None
-  return cls(**kwargs)
+    Raises:
+      ValueError: an unknown key (listing the valid ones) or a value of the wrong type (naming the
+        field, the value and the expected type).
+    """
+    if not _is_dataclass_type(cls):
+        raise ValueError(f"from_dict needs a dataclass type, got {cls!r}")
+    if not isinstance(data, Mapping):
+        raise ValueError(f"from_dict({cls.__name__}) needs a mapping, got {type(data).__name__}")
+    fields = _field_types(cls)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"Unknown config key(s) {[_prefix + k for k in unknown]} for {cls.__name__}; "
+            f"valid keys: {sorted(fields)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        tp = fields[name]
+        if _is_dataclass_type(tp) and isinstance(value, Mapping):
+            kwargs[name] = from_dict(tp, value, _prefix=f"{_prefix}{name}.")
+            continue
+        try:
+            kwargs[name] = _check_value(value, tp)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"Bad value for config field {_prefix + name!r}: {value!r} is not a valid "
+                f"{_type_name(tp)}"
+            ) from None
+    return cls(**kwargs)

@@ -50,10 +50,22 @@ from jaxmm.models import ModelConfig
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "DataConfig", "ExperimentConfig", "MethodConfig", "ModalityData", "build_eval_dataset",
-    "build_eval_source", "build_method", "build_train_iterator", "data_spec", "example_spec",
+    "DataConfig",
+    "ExperimentConfig",
+    "MethodConfig",
+    "ModalityData",
+    "build_eval_dataset",
+    "build_eval_source",
+    "build_method",
+    "build_train_iterator",
+    "data_spec",
+    "example_spec",
     "num_train_examples",
-    "override", "resolve_builder_config", "resolve_steps", "train_config", "validate",
+    "override",
+    "resolve_builder_config",
+    "resolve_steps",
+    "train_config",
+    "validate",
 ]
 
 # ------------------------------------------------------------------------------------------------
@@ -82,191 +94,234 @@ _AUGMENT_PRESETS: dict[str, dict[str, Any]] = {
     },
     aug_lib.TOKENS: {"none": lambda s: []},
 }
-_DEFAULT_AUGMENT = {aug_lib.IMAGE: "simclr", aug_lib.TIME_SERIES: "noise_drop",
-                    aug_lib.TABULAR: "noise", aug_lib.TOKENS: "none"}
+_DEFAULT_AUGMENT = {
+    aug_lib.IMAGE: "simclr",
+    aug_lib.TIME_SERIES: "noise_drop",
+    aug_lib.TABULAR: "noise",
+    aug_lib.TOKENS: "none",
+}
 # Feature rank (without batch) each kind expects from the dataset.
 _KIND_RANK = {aug_lib.IMAGE: 3, aug_lib.TIME_SERIES: 2, aug_lib.TABULAR: 1, aug_lib.TOKENS: 1}
 
 
 @dataclasses.dataclass(frozen=True)
 class ModalityData:
-  """One example field used as a modality, and how each training view augments it."""
+    """One example field used as a modality, and how each training view augments it."""
 
-  name: str  # example field (also the modality's name in batch["viewN"]["x"] and the model)
-  kind: Literal["image", "time_series", "tabular", "tokens"]  # decides the augmentation set
-  augment: str = "default"  # preset: image simclr|unique|none; time_series noise_drop|noise|drop|
-  #                           crop|none; tabular noise|none; "default" = the kind's CoMM default
-  strength: float = 1.0  # image colour-jitter strength; noise sigma = 0.1 * strength
+    name: str  # example field (also the modality's name in batch["viewN"]["x"] and the model)
+    kind: Literal["image", "time_series", "tabular", "tokens"]  # decides the augmentation set
+    augment: str = "default"  # preset: image simclr|unique|none; time_series noise_drop|noise|drop|
+    #                           crop|none; tabular noise|none; "default" = the kind's CoMM default
+    strength: float = 1.0  # image colour-jitter strength; noise sigma = 0.1 * strength
 
-  def __post_init__(self):
-    presets = _AUGMENT_PRESETS.get(self.kind)
-    if presets is None:
-      raise ValueError(f"modality {self.name!r}: kind must be one of {sorted(_AUGMENT_PRESETS)}, "
-                       f"got {self.kind!r}")
-    if self.augment != "default" and self.augment not in presets:
-      raise ValueError(f"modality {self.name!r}: augment preset for {self.kind} must be one of "
-                       f"{['default', *sorted(presets)]}, got {self.augment!r}")
-    if not self.strength >= 0:
-      raise ValueError(f"modality {self.name!r}: strength must be >= 0, got {self.strength}")
+    def __post_init__(self):
+        presets = _AUGMENT_PRESETS.get(self.kind)
+        if presets is None:
+            raise ValueError(
+                f"modality {self.name!r}: kind must be one of {sorted(_AUGMENT_PRESETS)}, "
+                f"got {self.kind!r}"
+            )
+        if self.augment != "default" and self.augment not in presets:
+            raise ValueError(
+                f"modality {self.name!r}: augment preset for {self.kind} must be one of "
+                f"{['default', *sorted(presets)]}, got {self.augment!r}"
+            )
+        if not self.strength >= 0:
+            raise ValueError(f"modality {self.name!r}: strength must be >= 0, got {self.strength}")
 
-  def augmentations(self) -> list[tuple[str, dict[str, Any]]]:
-    preset = _DEFAULT_AUGMENT[self.kind] if self.augment == "default" else self.augment
-    return _AUGMENT_PRESETS[self.kind][preset](self.strength)
+    def augmentations(self) -> list[tuple[str, dict[str, Any]]]:
+        preset = _DEFAULT_AUGMENT[self.kind] if self.augment == "default" else self.augment
+        return _AUGMENT_PRESETS[self.kind][preset](self.strength)
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  """A TFDS dataset of this repository and how its examples become batches."""
+    """A TFDS dataset of this repository and how its examples become batches."""
 
-  builder: str = "trifeature"  # a builder under datasets/ (see jaxmm.data.builders.available())
-  builder_config: str | None = None  # named BuilderConfig; None = the builder's default
-  # BuilderConfig fields replaced on top of `builder_config` (e.g. a tiny Trifeature for tests);
-  # the result is built under its own name "<config>_<hash of the overrides>".
-  builder_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
-  data_dir: str = "data"  # TFDS data directory (built datasets live here)
-  manual_dir: str | None = None  # user-supplied files (MultiBench pickles / .h5 episodes)
-  train_split: str = "train"  # split the method trains on
-  eval_split: str = "test"  # split probes report on
-  val_split: str | None = None  # model-selection split, where the dataset has one
-  modalities: tuple[ModalityData, ...] = ()  # example fields used as modalities, model order
-  labels: tuple[str, ...] = ()  # example fields passed to batch["labels"]
-  joint_augment: Literal["none", "multi_drop", "multi_crop"] = "none"  # CoMM App. C.1, over all
-  #                                                     sequence modalities (time-aligned data)
-  num_views: int = 2  # augmented views per training example
-  seed: int = 0  # shuffling and augmentation draws
-  num_workers: int = 0  # grain worker processes (0 = in-process)
-  eval_batch_size: int = 256  # global batch of evaluation passes
+    builder: str = "trifeature"  # a builder under datasets/ (see jaxmm.data.builders.available())
+    builder_config: str | None = None  # named BuilderConfig; None = the builder's default
+    # BuilderConfig fields replaced on top of `builder_config` (e.g. a tiny Trifeature for tests);
+    # the result is built under its own name "<config>_<hash of the overrides>".
+    builder_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    data_dir: str = "data"  # TFDS data directory (built datasets live here)
+    manual_dir: str | None = None  # user-supplied files (MultiBench pickles / .h5 episodes)
+    train_split: str = "train"  # split the method trains on
+    eval_split: str = "test"  # split probes report on
+    val_split: str | None = None  # model-selection split, where the dataset has one
+    modalities: tuple[ModalityData, ...] = ()  # example fields used as modalities, model order
+    labels: tuple[str, ...] = ()  # example fields passed to batch["labels"]
+    joint_augment: Literal["none", "multi_drop", "multi_crop"] = "none"  # CoMM App. C.1, over all
+    #                                                     sequence modalities (time-aligned data)
+    num_views: int = 2  # augmented views per training example
+    seed: int = 0  # shuffling and augmentation draws
+    num_workers: int = 0  # grain worker processes (0 = in-process)
+    eval_batch_size: int = 256  # global batch of evaluation passes
 
-  def __post_init__(self):
-    names = [m.name for m in self.modalities]
-    if len(set(names)) != len(names):
-      raise ValueError(f"DataConfig.modalities has duplicate names {names}")
-    for field in ("num_views", "eval_batch_size"):
-      if getattr(self, field) < 1:
-        raise ValueError(f"DataConfig.{field} must be >= 1, got {getattr(self, field)}")
-    if self.num_workers < 0:
-      raise ValueError(f"DataConfig.num_workers must be >= 0, got {self.num_workers}")
+    def __post_init__(self):
+        names = [m.name for m in self.modalities]
+        if len(set(names)) != len(names):
+            raise ValueError(f"DataConfig.modalities has duplicate names {names}")
+        for field in ("num_views", "eval_batch_size"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"DataConfig.{field} must be >= 1, got {getattr(self, field)}")
+        if self.num_workers < 0:
+            raise ValueError(f"DataConfig.num_workers must be >= 0, got {self.num_workers}")
 
 
 def data_spec(data: DataConfig) -> pipeline.DataSpec:
-  """The pipeline's `DataSpec` (modalities, their augmentations, labels) of `data`."""
-  if not data.modalities:
-    raise ValueError("DataConfig.modalities is empty: name the example fields used as modalities")
-  joint = ()
-  if data.joint_augment != "none":
-    seq = [m.name for m in data.modalities if m.kind in (aug_lib.TIME_SERIES, aug_lib.TOKENS)]
-    if len(seq) < 2:
-      raise ValueError(f"DataConfig.joint_augment={data.joint_augment!r} needs >= 2 sequence "
-                       f"modalities, got {seq}")
-    joint = ((data.joint_augment, {"modalities": tuple(seq)}),)
-  return pipeline.DataSpec(
-      modalities={m.name: pipeline.ModalitySpec(m.kind, m.augmentations())
-                  for m in data.modalities},
-      labels=tuple(data.labels), joint_augment=joint,
-  )
+    """The pipeline's `DataSpec` (modalities, their augmentations, labels) of `data`."""
+    if not data.modalities:
+        raise ValueError(
+            "DataConfig.modalities is empty: name the example fields used as modalities"
+        )
+    joint = ()
+    if data.joint_augment != "none":
+        seq = [m.name for m in data.modalities if m.kind in (aug_lib.TIME_SERIES, aug_lib.TOKENS)]
+        if len(seq) < 2:
+            raise ValueError(
+                f"DataConfig.joint_augment={data.joint_augment!r} needs >= 2 sequence "
+                f"modalities, got {seq}"
+            )
+        joint = ((data.joint_augment, {"modalities": tuple(seq)}),)
+    return pipeline.DataSpec(
+        modalities={
+            m.name: pipeline.ModalitySpec(m.kind, m.augmentations()) for m in data.modalities
+        },
+        labels=tuple(data.labels),
+        joint_augment=joint,
+    )
 
 
 def resolve_builder_config(data: DataConfig) -> Any:
-  """The BuilderConfig name (str) or, with `builder_overrides`, a renamed BuilderConfig copy.
+    """The BuilderConfig name (str) or, with `builder_overrides`, a renamed BuilderConfig copy.
 
-  Raises:
-    ValueError: unknown builder, config name or override field (naming it and the valid ones).
-  """
-  available = builders.available()
-  if data.builder not in available:
-    raise ValueError(f"DataConfig.builder {data.builder!r} is not a dataset of this repository; "
-                     f"available: {available}")
-  cls = builders.builder_class(data.builder)
-  configs = dict(cls.builder_configs)
-  name = data.builder_config or getattr(cls, "DEFAULT_CONFIG_NAME", None)
-  if configs and name not in configs:
-    raise ValueError(f"DataConfig.builder_config {name!r} is not a config of {data.builder!r}; "
-                     f"configs: {sorted(configs)}")
-  if not data.builder_overrides:
-    return name
-  base_cfg = configs[name]
-  fields = {f.name for f in dataclasses.fields(base_cfg)} - {"name", "version", "description"}
-  unknown = sorted(set(data.builder_overrides) - fields)
-  if unknown:
-    raise ValueError(f"DataConfig.builder_overrides: unknown field(s) {unknown} of "
-                     f"{type(base_cfg).__name__}; valid: {sorted(fields)}")
-  # The name identifies the built files on disk: derive it from the overrides so that two
-  # different tiny variants never share a directory.
-  digest = hashlib.sha1(json.dumps(data.builder_overrides, sort_keys=True).encode()).hexdigest()
-  return dataclasses.replace(base_cfg, name=f"{name}_{digest[:8]}", **data.builder_overrides)
+    Raises:
+      ValueError: unknown builder, config name or override field (naming it and the valid ones).
+    """
+    available = builders.available()
+    if data.builder not in available:
+        raise ValueError(
+            f"DataConfig.builder {data.builder!r} is not a dataset of this repository; "
+            f"available: {available}"
+        )
+    cls = builders.builder_class(data.builder)
+    configs = dict(cls.builder_configs)
+    name = data.builder_config or getattr(cls, "DEFAULT_CONFIG_NAME", None)
+    if configs and name not in configs:
+        raise ValueError(
+            f"DataConfig.builder_config {name!r} is not a config of {data.builder!r}; "
+            f"configs: {sorted(configs)}"
+        )
+    if not data.builder_overrides:
+        return name
+    base_cfg = configs[name]
+    fields = {f.name for f in dataclasses.fields(base_cfg)} - {"name", "version", "description"}
+    unknown = sorted(set(data.builder_overrides) - fields)
+    if unknown:
+        raise ValueError(
+            f"DataConfig.builder_overrides: unknown field(s) {unknown} of "
+            f"{type(base_cfg).__name__}; valid: {sorted(fields)}"
+        )
+    # The name identifies the built files on disk: derive it from the overrides so that two
+    # different tiny variants never share a directory.
+    digest = hashlib.sha1(json.dumps(data.builder_overrides, sort_keys=True).encode()).hexdigest()
+    return dataclasses.replace(base_cfg, name=f"{name}_{digest[:8]}", **data.builder_overrides)
 
 
 def _builder(data: DataConfig):
-  return builders.get_builder(data.builder, data_dir=data.data_dir,
-                              config=resolve_builder_config(data))
+    return builders.get_builder(
+        data.builder, data_dir=data.data_dir, config=resolve_builder_config(data)
+    )
 
 
 def _ensure_built(data: DataConfig):
-  builder = _builder(data)
-  if builder.is_prepared():
-    return builder
-  log.info("Building dataset %s/%s into %s", data.builder, builder.builder_config.name,
-           data.data_dir)
-  return builders.build(data.builder, data.data_dir, config=resolve_builder_config(data),
-                        manual_dir=data.manual_dir)
+    builder = _builder(data)
+    if builder.is_prepared():
+        return builder
+    log.info(
+        "Building dataset %s/%s into %s", data.builder, builder.builder_config.name, data.data_dir
+    )
+    return builders.build(
+        data.builder, data.data_dir, config=resolve_builder_config(data), manual_dir=data.manual_dir
+    )
 
 
 def build_eval_source(cfg: ExperimentConfig, split: str | None = None):
-  """Random-access source of `split` (default `cfg.data.eval_split`), building it if needed."""
-  split = cfg.data.eval_split if split is None else split
-  builder = _ensure_built(cfg.data)
-  if split not in builder.info.splits:
-    raise ValueError(f"dataset {cfg.data.builder!r} has no split {split!r}; splits: "
-                     f"{sorted(builder.info.splits)}")
-  return builder.as_data_source(split=split)
+    """Random-access source of `split` (default `cfg.data.eval_split`), building it if needed."""
+    split = cfg.data.eval_split if split is None else split
+    builder = _ensure_built(cfg.data)
+    if split not in builder.info.splits:
+        raise ValueError(
+            f"dataset {cfg.data.builder!r} has no split {split!r}; splits: "
+            f"{sorted(builder.info.splits)}"
+        )
+    return builder.as_data_source(split=split)
 
 
-def build_eval_dataset(cfg: ExperimentConfig, split: str | None = None, *,
-                       batch_size: int | None = None, pad: bool = True,
-                       process_index: int | None = None, process_count: int | None = None):
-  """Unaugmented one-view batches of `split` with a "mask" (see `pipeline.eval_dataset`)."""
-  return pipeline.eval_dataset(
-      build_eval_source(cfg, split), data_spec(cfg.data),
-      batch_size=cfg.data.eval_batch_size if batch_size is None else batch_size, pad=pad,
-      process_index=process_index, process_count=process_count,
-  )
+def build_eval_dataset(
+    cfg: ExperimentConfig,
+    split: str | None = None,
+    *,
+    batch_size: int | None = None,
+    pad: bool = True,
+    process_index: int | None = None,
+    process_count: int | None = None,
+):
+    """Unaugmented one-view batches of `split` with a "mask" (see `pipeline.eval_dataset`)."""
+    return pipeline.eval_dataset(
+        build_eval_source(cfg, split),
+        data_spec(cfg.data),
+        batch_size=cfg.data.eval_batch_size if batch_size is None else batch_size,
+        pad=pad,
+        process_index=process_index,
+        process_count=process_count,
+    )
 
 
 def num_train_examples(cfg: ExperimentConfig) -> int:
-  """Size of the training split (builds the dataset if needed)."""
-  builder = _ensure_built(cfg.data)
-  split = cfg.data.train_split
-  if split not in builder.info.splits:
-    raise ValueError(f"dataset {cfg.data.builder!r} has no split {split!r}; splits: "
-                     f"{sorted(builder.info.splits)}")
-  return builder.info.splits[split].num_examples
+    """Size of the training split (builds the dataset if needed)."""
+    builder = _ensure_built(cfg.data)
+    split = cfg.data.train_split
+    if split not in builder.info.splits:
+        raise ValueError(
+            f"dataset {cfg.data.builder!r} has no split {split!r}; splits: "
+            f"{sorted(builder.info.splits)}"
+        )
+    return builder.info.splits[split].num_examples
 
 
-def build_train_iterator(cfg: ExperimentConfig, *, process_index: int | None = None,
-                         process_count: int | None = None) -> tuple[Any, Any]:
-  """This process's checkpointable training iterator and one (unconsumed) batch of it.
+def build_train_iterator(
+    cfg: ExperimentConfig, *, process_index: int | None = None, process_count: int | None = None
+) -> tuple[Any, Any]:
+    """This process's checkpointable training iterator and one (unconsumed) batch of it.
 
-  Builds the dataset on demand. Each process yields `train.batch_size // process_count`
-  examples per batch (see `pipeline.train_dataset`).
+    Builds the dataset on demand. Each process yields `train.batch_size // process_count`
+    examples per batch (see `pipeline.train_dataset`).
 
-  Returns:
-    (grain DatasetIterator, example batch: nested dict of numpy arrays).
-  """
-  builder = _ensure_built(cfg.data)
-  split = cfg.data.train_split
-  if split not in builder.info.splits:
-    raise ValueError(f"dataset {cfg.data.builder!r} has no split {split!r}; splits: "
-                     f"{sorted(builder.info.splits)}")
-  it = pipeline.train_iterator(
-      builder.as_data_source(split=split), data_spec(cfg.data),
-      batch_size=cfg.train.batch_size, seed=cfg.data.seed, num_views=cfg.data.num_views,
-      num_workers=cfg.data.num_workers, process_index=process_index,
-      process_count=process_count,
-  )
-  position = it.get_state()
-  example = next(it)
-  it.set_state(position)
-  return it, example
+    Returns:
+      (grain DatasetIterator, example batch: nested dict of numpy arrays).
+    """
+    builder = _ensure_built(cfg.data)
+    split = cfg.data.train_split
+    if split not in builder.info.splits:
+        raise ValueError(
+            f"dataset {cfg.data.builder!r} has no split {split!r}; splits: "
+            f"{sorted(builder.info.splits)}"
+        )
+    it = pipeline.train_iterator(
+        builder.as_data_source(split=split),
+        data_spec(cfg.data),
+        batch_size=cfg.train.batch_size,
+        seed=cfg.data.seed,
+        num_views=cfg.data.num_views,
+        num_workers=cfg.data.num_workers,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    position = it.get_state()
+    example = next(it)
+    it.set_state(position)
+    return it, example
 
 
 # ------------------------------------------------------------------------------------------------
@@ -275,27 +330,29 @@ def build_train_iterator(cfg: ExperimentConfig, *, process_index: int | None = N
 
 @dataclasses.dataclass(frozen=True)
 class MethodConfig:
-  """A registered method (`jaxmm.methods.registry.METHODS`) and its own config dataclass."""
+    """A registered method (`jaxmm.methods.registry.METHODS`) and its own config dataclass."""
 
-  name: str = "comm"  # registry name: comm | cross | cross_self | simclr | supcon | cmc | ...
-  config: Any = None  # the method's config dataclass, its dict form, or None (its defaults)
+    name: str = "comm"  # registry name: comm | cross | cross_self | simclr | supcon | cmc | ...
+    config: Any = None  # the method's config dataclass, its dict form, or None (its defaults)
 
-  def __post_init__(self):
-    cls = method_registry.method_config_class(self.name)
-    cfg = self.config
-    if cfg is None:
-      cfg = cls()
-    elif isinstance(cfg, Mapping):
-      cfg = config_lib.from_dict(cls, cfg, _prefix="method.config.")
-    elif not isinstance(cfg, cls):
-      raise ValueError(f"method {self.name!r} takes a {cls.__name__} as method.config, got "
-                       f"{type(cfg).__name__}")
-    object.__setattr__(self, "config", cfg)
+    def __post_init__(self):
+        cls = method_registry.method_config_class(self.name)
+        cfg = self.config
+        if cfg is None:
+            cfg = cls()
+        elif isinstance(cfg, Mapping):
+            cfg = config_lib.from_dict(cls, cfg, _prefix="method.config.")
+        elif not isinstance(cfg, cls):
+            raise ValueError(
+                f"method {self.name!r} takes a {cls.__name__} as method.config, got "
+                f"{type(cfg).__name__}"
+            )
+        object.__setattr__(self, "config", cfg)
 
 
 def build_method(cfg: ExperimentConfig) -> base.Method:
-  """The `Method` of `cfg` (no parameters yet: call `method.init`)."""
-  return method_registry.get_method(cfg.method.name, cfg.method.config, cfg.model)
+    """The `Method` of `cfg` (no parameters yet: call `method.init`)."""
+    return method_registry.get_method(cfg.method.name, cfg.method.config, cfg.model)
 
 
 # Methods whose loss always reads both augmented views (the others name theirs in `*view` fields).
@@ -303,22 +360,22 @@ _TWO_VIEW_METHODS = ("comm", "simclr", "supcon", "cross_self")
 
 
 def _views_needed(method: MethodConfig) -> int:
-  n = 2 if method.name in _TWO_VIEW_METHODS else 1
-  c = method.config
-  for f in dataclasses.fields(c):
-    if getattr(c, "mode", None) != "ssl" and f.name == "aug_view":
-      continue  # FactorCL-SUP reads no augmented view
-    v = getattr(c, f.name)
-    if f.name.endswith("view") and isinstance(v, str) and re.fullmatch(r"view\d+", v):
-      n = max(n, int(v[4:]))
-  return n
+    n = 2 if method.name in _TWO_VIEW_METHODS else 1
+    c = method.config
+    for f in dataclasses.fields(c):
+        if getattr(c, "mode", None) != "ssl" and f.name == "aug_view":
+            continue  # FactorCL-SUP reads no augmented view
+        v = getattr(c, f.name)
+        if f.name.endswith("view") and isinstance(v, str) and re.fullmatch(r"view\d+", v):
+            n = max(n, int(v[4:]))
+    return n
 
 
 def _labels_needed(method: MethodConfig) -> list[str]:
-  c = method.config
-  if not hasattr(c, "label_key") or getattr(c, "mode", "sup") != "sup":
-    return []
-  return [c.label_key]
+    c = method.config
+    if not hasattr(c, "label_key") or getattr(c, "mode", "sup") != "sup":
+        return []
+    return [c.label_key]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -327,119 +384,143 @@ def _labels_needed(method: MethodConfig) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
-  """Everything one run needs; see the module docstring.
+    """Everything one run needs; see the module docstring.
 
-  `optimizer` and `distributed` live at the top level only: `train_config(cfg)` hands them to the
-  trainer inside its `TrainConfig` (whose own copies are not part of this config).
-  """
+    `optimizer` and `distributed` live at the top level only: `train_config(cfg)` hands them to the
+    trainer inside its `TrainConfig` (whose own copies are not part of this config).
+    """
 
-  name: str  # experiment name (registry name in launch.configs, plus the variant)
-  data: DataConfig
-  model: ModelConfig
-  method: MethodConfig
-  optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
-  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-  distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
-  # If set, `resolve_steps` replaces train.steps by ceil(epochs * N_train / train.batch_size) once
-  # the training split's size N_train is known (the papers count epochs, not steps).
-  epochs: float | None = None
+    name: str  # experiment name (registry name in launch.configs, plus the variant)
+    data: DataConfig
+    model: ModelConfig
+    method: MethodConfig
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
+    # If set, `resolve_steps` replaces train.steps by ceil(epochs * N_train / train.batch_size) once
+    # the training split's size N_train is known (the papers count epochs, not steps).
+    epochs: float | None = None
 
-  def __post_init__(self):
-    if self.epochs is not None and not self.epochs > 0:
-      raise ValueError(f"ExperimentConfig.epochs must be > 0 or None, got {self.epochs}")
-    for field, cls in (("data", DataConfig), ("model", ModelConfig), ("method", MethodConfig),
-                       ("optimizer", OptimizerConfig), ("train", TrainConfig),
-                       ("distributed", DistributedConfig)):
-      if not isinstance(getattr(self, field), cls):
-        raise ValueError(f"ExperimentConfig.{field} must be a {cls.__name__}, got "
-                         f"{type(getattr(self, field)).__name__}")
-    nested = self.train
-    if (nested.optimizer, nested.distributed) != (OptimizerConfig(), DistributedConfig()):
-      raise ValueError("ExperimentConfig: set optimizer.* / distributed.* at the top level, not "
-                       "train.optimizer / train.distributed")
+    def __post_init__(self):
+        if self.epochs is not None and not self.epochs > 0:
+            raise ValueError(f"ExperimentConfig.epochs must be > 0 or None, got {self.epochs}")
+        for field, cls in (
+            ("data", DataConfig),
+            ("model", ModelConfig),
+            ("method", MethodConfig),
+            ("optimizer", OptimizerConfig),
+            ("train", TrainConfig),
+            ("distributed", DistributedConfig),
+        ):
+            if not isinstance(getattr(self, field), cls):
+                raise ValueError(
+                    f"ExperimentConfig.{field} must be a {cls.__name__}, got "
+                    f"{type(getattr(self, field)).__name__}"
+                )
+        nested = self.train
+        if (nested.optimizer, nested.distributed) != (OptimizerConfig(), DistributedConfig()):
+            raise ValueError(
+                "ExperimentConfig: set optimizer.* / distributed.* at the top level, not "
+                "train.optimizer / train.distributed"
+            )
 
-  def to_dict(self) -> dict[str, Any]:
-    """JSON-serialisable dict (the checkpoint's config)."""
-    d = config_lib.to_dict(self)
-    del d["train"]["optimizer"], d["train"]["distributed"]
-    d["model"] = self.model.to_dict()
-    return d
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (the checkpoint's config)."""
+        d = config_lib.to_dict(self)
+        del d["train"]["optimizer"], d["train"]["distributed"]
+        d["model"] = self.model.to_dict()
+        return d
 
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> ExperimentConfig:
-    """Inverse of `to_dict`; an unknown key or a wrongly typed value raises one ValueError."""
-    if not isinstance(d, Mapping):
-      raise ValueError(f"ExperimentConfig.from_dict needs a mapping, got {type(d).__name__}")
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - fields)
-    if unknown:
-      raise ValueError(f"Unknown config key(s) {unknown} for ExperimentConfig; valid keys: "
-                       f"{sorted(fields)}")
-    missing = sorted({"name", "data", "model", "method"} - set(d))
-    if missing:
-      raise ValueError(f"ExperimentConfig.from_dict: missing key(s) {missing}")
-    if not isinstance(d["name"], str):
-      raise ValueError(f"Bad value for config field 'name': {d['name']!r} is not a valid str")
-    train = d.get("train", {})
-    if isinstance(train, Mapping) and {"optimizer", "distributed"} & set(train):
-      raise ValueError("Unknown config key(s) under 'train': optimizer / distributed are "
-                       "top-level keys of ExperimentConfig")
-    method = d["method"]
-    if not isinstance(method, Mapping) or set(method) - {"name", "config"}:
-      raise ValueError(f"config field 'method' must be a mapping with keys 'name' and 'config', "
-                       f"got {method!r}")
-    kwargs = {"name": d["name"], "model": ModelConfig.from_dict(d["model"]),
-              "method": MethodConfig(**method)}
-    if "epochs" in d:
-      kwargs["epochs"] = config_lib.from_dict(_Epochs, {"epochs": d["epochs"]}).epochs
-    for field, sub in (("data", DataConfig), ("optimizer", OptimizerConfig),
-                       ("train", TrainConfig), ("distributed", DistributedConfig)):
-      if field in d:
-        kwargs[field] = config_lib.from_dict(sub, d[field], _prefix=f"{field}.")
-    return cls(**kwargs)
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ExperimentConfig:
+        """Inverse of `to_dict`; an unknown key or a wrongly typed value raises one ValueError."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"ExperimentConfig.from_dict needs a mapping, got {type(d).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise ValueError(
+                f"Unknown config key(s) {unknown} for ExperimentConfig; valid keys: "
+                f"{sorted(fields)}"
+            )
+        missing = sorted({"name", "data", "model", "method"} - set(d))
+        if missing:
+            raise ValueError(f"ExperimentConfig.from_dict: missing key(s) {missing}")
+        if not isinstance(d["name"], str):
+            raise ValueError(f"Bad value for config field 'name': {d['name']!r} is not a valid str")
+        train = d.get("train", {})
+        if isinstance(train, Mapping) and {"optimizer", "distributed"} & set(train):
+            raise ValueError(
+                "Unknown config key(s) under 'train': optimizer / distributed are "
+                "top-level keys of ExperimentConfig"
+            )
+        method = d["method"]
+        if not isinstance(method, Mapping) or set(method) - {"name", "config"}:
+            raise ValueError(
+                f"config field 'method' must be a mapping with keys 'name' and 'config', "
+                f"got {method!r}"
+            )
+        kwargs = {
+            "name": d["name"],
+            "model": ModelConfig.from_dict(d["model"]),
+            "method": MethodConfig(**method),
+        }
+        if "epochs" in d:
+            kwargs["epochs"] = config_lib.from_dict(_Epochs, {"epochs": d["epochs"]}).epochs
+        for field, sub in (
+            ("data", DataConfig),
+            ("optimizer", OptimizerConfig),
+            ("train", TrainConfig),
+            ("distributed", DistributedConfig),
+        ):
+            if field in d:
+                kwargs[field] = config_lib.from_dict(sub, d[field], _prefix=f"{field}.")
+        return cls(**kwargs)
 
-  def to_json(self) -> str:
-    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
-  @classmethod
-  def from_json(cls, text: str) -> ExperimentConfig:
-    return cls.from_dict(json.loads(text))
+    @classmethod
+    def from_json(cls, text: str) -> ExperimentConfig:
+        return cls.from_dict(json.loads(text))
 
 
 @dataclasses.dataclass(frozen=True)
 class _Epochs:
-  epochs: float | None = None  # type-checks the top-level "epochs" value of a config dict
+    epochs: float | None = None  # type-checks the top-level "epochs" value of a config dict
 
 
 def resolve_steps(cfg: ExperimentConfig, num_train_examples: int) -> ExperimentConfig:
-  """`cfg` with train.steps = ceil(epochs * num_train_examples / batch) when `cfg.epochs` is set."""
-  if cfg.epochs is None:
-    return cfg
-  steps = max(1, math.ceil(cfg.epochs * num_train_examples / cfg.train.batch_size))
-  return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
+    """`cfg` with train.steps = ceil(epochs * num_train / batch) when `cfg.epochs` is set."""
+    if cfg.epochs is None:
+        return cfg
+    steps = max(1, math.ceil(cfg.epochs * num_train_examples / cfg.train.batch_size))
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
 
 
 def train_config(cfg: ExperimentConfig) -> TrainConfig:
-  """The trainer's `TrainConfig`: `cfg.train` plus the top-level optimizer and distributed."""
-  return dataclasses.replace(cfg.train, optimizer=cfg.optimizer, distributed=cfg.distributed)
+    """The trainer's `TrainConfig`: `cfg.train` plus the top-level optimizer and distributed."""
+    return dataclasses.replace(cfg.train, optimizer=cfg.optimizer, distributed=cfg.distributed)
 
 
 def override(cfg: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
-  """`cfg` with "dotted.key=value" overrides (`jaxmm.config.apply_overrides`).
+    """`cfg` with "dotted.key=value" overrides (`jaxmm.config.apply_overrides`).
 
-  Raises:
-    ValueError: an unknown key or a value of the wrong type (naming it), including the trainer's
-      nested copies `train.optimizer.*` / `train.distributed.*` (use `optimizer.*`).
-  """
-  for item in overrides:
-    key = item.partition("=")[0].strip()
-    if key.split(".")[:2] in (["train", "optimizer"], ["train", "distributed"]):
-      raise ValueError(f"Unknown config key {key!r}: set {key[len('train.'):]!r} instead "
-                       "(optimizer / distributed are top-level)")
-  try:
-    return config_lib.apply_overrides(cfg, overrides)
-  except TypeError as e:  # a dataclass rejecting a value its __post_init__ could not compare
-    raise ValueError(f"Bad override in {list(overrides)}: {e}") from e
+    Raises:
+      ValueError: an unknown key or a value of the wrong type (naming it), including the trainer's
+        nested copies `train.optimizer.*` / `train.distributed.*` (use `optimizer.*`).
+    """
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key.split(".")[:2] in (["train", "optimizer"], ["train", "distributed"]):
+            raise ValueError(
+                f"Unknown config key {key!r}: set {key[len('train.') :]!r} instead "
+                "(optimizer / distributed are top-level)"
+            )
+    try:
+        return config_lib.apply_overrides(cfg, overrides)
+    except TypeError as e:  # a dataclass rejecting a value its __post_init__ could not compare
+        raise ValueError(f"Bad override in {list(overrides)}: {e}") from e
 
 
 # ------------------------------------------------------------------------------------------------
@@ -447,96 +528,110 @@ def override(cfg: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfi
 
 
 def example_spec(cfg: ExperimentConfig, batch_size: int = 4) -> dict[str, Any]:
-  """The abstract training batch (`jax.ShapeDtypeStruct` leaves) the pipeline would produce.
+    """The abstract training batch (`jax.ShapeDtypeStruct` leaves) the pipeline would produce.
 
-  Shapes come from the dataset's declared features (`builder.info`), which TFDS knows without
-  building anything.
+    Shapes come from the dataset's declared features (`builder.info`), which TFDS knows without
+    building anything.
 
-  Raises:
-    ValueError: a modality or label field the dataset does not have, or of the wrong rank.
-  """
-  data = cfg.data
-  features = _builder(data).info.features
-  where = f"dataset {data.builder!r} (config {data.builder_config or 'default'})"
-  missing = [f for f in (*[m.name for m in data.modalities], *data.labels) if f not in features]
-  if missing:
-    raise ValueError(f"DataConfig names field(s) {missing} that {where} does not have; its "
-                     f"fields: {sorted(features)}")
-  x, valid = {}, {}
-  for m in data.modalities:
-    shape = tuple(features[m.name].shape)
-    if len(shape) != _KIND_RANK[m.kind]:
-      raise ValueError(f"modality {m.name!r} of kind {m.kind} needs rank-{_KIND_RANK[m.kind]} "
-                       f"examples; {where} has shape {shape}")
-    dtype = np.int32 if m.kind == aug_lib.TOKENS else np.float32
-    x[m.name] = jax.ShapeDtypeStruct((batch_size, *shape), dtype)
-    if m.kind in (aug_lib.TIME_SERIES, aug_lib.TOKENS):
-      valid[m.name] = jax.ShapeDtypeStruct((batch_size, shape[0]), np.bool_)
-  labels = {}
-  for name in data.labels:
-    feat = features[name]
-    kind = np.dtype(feat.np_dtype).kind
-    if kind not in "biuf":
-      raise ValueError(f"label {name!r} of {where} must be numeric, got {feat.np_dtype}")
-    dtype = np.float32 if kind == "f" else np.int32
-    labels[name] = jax.ShapeDtypeStruct((batch_size, *tuple(feat.shape)), dtype)
-  batch = {f"view{i + 1}": {"x": dict(x), "valid": dict(valid)} for i in range(data.num_views)}
-  batch["labels"] = labels
-  return batch
+    Raises:
+      ValueError: a modality or label field the dataset does not have, or of the wrong rank.
+    """
+    data = cfg.data
+    features = _builder(data).info.features
+    where = f"dataset {data.builder!r} (config {data.builder_config or 'default'})"
+    missing = [f for f in (*[m.name for m in data.modalities], *data.labels) if f not in features]
+    if missing:
+        raise ValueError(
+            f"DataConfig names field(s) {missing} that {where} does not have; its "
+            f"fields: {sorted(features)}"
+        )
+    x, valid = {}, {}
+    for m in data.modalities:
+        shape = tuple(features[m.name].shape)
+        if len(shape) != _KIND_RANK[m.kind]:
+            raise ValueError(
+                f"modality {m.name!r} of kind {m.kind} needs rank-{_KIND_RANK[m.kind]} "
+                f"examples; {where} has shape {shape}"
+            )
+        dtype = np.int32 if m.kind == aug_lib.TOKENS else np.float32
+        x[m.name] = jax.ShapeDtypeStruct((batch_size, *shape), dtype)
+        if m.kind in (aug_lib.TIME_SERIES, aug_lib.TOKENS):
+            valid[m.name] = jax.ShapeDtypeStruct((batch_size, shape[0]), np.bool_)
+    labels = {}
+    for name in data.labels:
+        feat = features[name]
+        kind = np.dtype(feat.np_dtype).kind
+        if kind not in "biuf":
+            raise ValueError(f"label {name!r} of {where} must be numeric, got {feat.np_dtype}")
+        dtype = np.float32 if kind == "f" else np.int32
+        labels[name] = jax.ShapeDtypeStruct((batch_size, *tuple(feat.shape)), dtype)
+    batch = {f"view{i + 1}": {"x": dict(x), "valid": dict(valid)} for i in range(data.num_views)}
+    batch["labels"] = labels
+    return batch
 
 
 def validate(cfg: ExperimentConfig, *, trace: bool = True) -> None:
-  """Checks `cfg` before any compute; raises ONE ValueError naming what is wrong.
+    """Checks `cfg` before any compute; raises ONE ValueError naming what is wrong.
 
-  Checks, in order: the dataset, its config and overrides exist; the data modalities exist in
-  the dataset with the rank their kind needs, and their augmentations apply; the model's
-  modalities are exactly the data's; the method's label key is a data label and the pipeline
-  makes every view the method reads; the schedule fits the run; the global batch splits over
-  the processes. With `trace`, `method.init` and `method.loss` are traced abstractly
-  (`jax.eval_shape`: shapes only, nothing compiled or allocated) on the batch the pipeline will
-  produce, which catches encoder/feature width mismatches.
-  """
-  where = f"config {cfg.name!r}"
-  data = cfg.data
-  try:
-    data_spec(data)
-  except ValueError as e:
-    raise ValueError(f"{where}: {e}") from None
-  data_names = [m.name for m in data.modalities]
-  model_names = [m.name for m in cfg.model.modalities]
-  if set(model_names) != set(data_names):
-    lacking = sorted(set(model_names) - set(data_names))
-    unused = sorted(set(data_names) - set(model_names))
-    raise ValueError(
-        f"{where}: the model's modalities {model_names} must be the data's {data_names}"
-        + (f"; data.modalities lacks {lacking}" if lacking else "")
-        + (f"; the model does not use {unused}" if unused else ""))
-  for key in _labels_needed(cfg.method):
-    if key not in data.labels:
-      raise ValueError(f"{where}: method {cfg.method.name!r} reads label {key!r} "
-                       f"(method.config.label_key) but data.labels is {list(data.labels)}")
-  views = _views_needed(cfg.method)
-  if views > data.num_views:
-    raise ValueError(f"{where}: method {cfg.method.name!r} reads view{views} but "
-                     f"data.num_views is {data.num_views}")
-  if cfg.optimizer.schedule == "cosine" and cfg.optimizer.warmup_steps >= cfg.train.steps:
-    raise ValueError(f"{where}: optimizer.warmup_steps ({cfg.optimizer.warmup_steps}) must be "
-                     f"< train.steps ({cfg.train.steps})")
-  n_proc = max(cfg.distributed.num_processes, 1)
-  if cfg.train.batch_size % n_proc:
-    raise ValueError(f"{where}: train.batch_size {cfg.train.batch_size} is not divisible by "
-                     f"distributed.num_processes {n_proc}")
-  try:
-    example = example_spec(cfg)
-    method = build_method(cfg)
-  except ValueError as e:
-    raise ValueError(f"{where}: {e}") from None
-  if not trace:
-    return
-  try:
-    key = jax.random.key(0)
-    params = jax.eval_shape(method.init, key, example)
-    jax.eval_shape(lambda p, b, r: method.loss(p, b, r), params, example, key)
-  except Exception as e:  # shape errors surface as TypeError / ValueError from deep inside flax
-    raise ValueError(f"{where}: model/method do not fit the data {data.builder!r}: "
-                     f"{type(e).__name__}: {e}") from None
+    Checks, in order: the dataset, its config and overrides exist; the data modalities exist in
+    the dataset with the rank their kind needs, and their augmentations apply; the model's
+    modalities are exactly the data's; the method's label key is a data label and the pipeline
+    makes every view the method reads; the schedule fits the run; the global batch splits over
+    the processes. With `trace`, `method.init` and `method.loss` are traced abstractly
+    (`jax.eval_shape`: shapes only, nothing compiled or allocated) on the batch the pipeline will
+    produce, which catches encoder/feature width mismatches.
+    """
+    where = f"config {cfg.name!r}"
+    data = cfg.data
+    try:
+        data_spec(data)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    data_names = [m.name for m in data.modalities]
+    model_names = [m.name for m in cfg.model.modalities]
+    if set(model_names) != set(data_names):
+        lacking = sorted(set(model_names) - set(data_names))
+        unused = sorted(set(data_names) - set(model_names))
+        raise ValueError(
+            f"{where}: the model's modalities {model_names} must be the data's {data_names}"
+            + (f"; data.modalities lacks {lacking}" if lacking else "")
+            + (f"; the model does not use {unused}" if unused else "")
+        )
+    for key in _labels_needed(cfg.method):
+        if key not in data.labels:
+            raise ValueError(
+                f"{where}: method {cfg.method.name!r} reads label {key!r} "
+                f"(method.config.label_key) but data.labels is {list(data.labels)}"
+            )
+    views = _views_needed(cfg.method)
+    if views > data.num_views:
+        raise ValueError(
+            f"{where}: method {cfg.method.name!r} reads view{views} but "
+            f"data.num_views is {data.num_views}"
+        )
+    if cfg.optimizer.schedule == "cosine" and cfg.optimizer.warmup_steps >= cfg.train.steps:
+        raise ValueError(
+            f"{where}: optimizer.warmup_steps ({cfg.optimizer.warmup_steps}) must be "
+            f"< train.steps ({cfg.train.steps})"
+        )
+    n_proc = max(cfg.distributed.num_processes, 1)
+    if cfg.train.batch_size % n_proc:
+        raise ValueError(
+            f"{where}: train.batch_size {cfg.train.batch_size} is not divisible by "
+            f"distributed.num_processes {n_proc}"
+        )
+    try:
+        example = example_spec(cfg)
+        method = build_method(cfg)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    if not trace:
+        return
+    try:
+        key = jax.random.key(0)
+        params = jax.eval_shape(method.init, key, example)
+        jax.eval_shape(lambda p, b, r: method.loss(p, b, r), params, example, key)
+    except Exception as e:  # shape errors surface as TypeError / ValueError from deep inside flax
+        raise ValueError(
+            f"{where}: model/method do not fit the data {data.builder!r}: {type(e).__name__}: {e}"
+        ) from None

@@ -56,16 +56,19 @@ class FinetuneConfig:
 
     def __post_init__(self):
         if self.mode not in FINETUNE_MODES:
-            raise ValueError(f"FinetuneConfig.mode must be one of {FINETUNE_MODES}, "
-                             f"got {self.mode!r}")
+            raise ValueError(
+                f"FinetuneConfig.mode must be one of {FINETUNE_MODES}, got {self.mode!r}"
+            )
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"FinetuneConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.patience < 0:
             raise ValueError(f"FinetuneConfig.patience must be >= 0, got {self.patience}")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
-            raise ValueError("FinetuneConfig.max_steps_per_epoch must be >= 1 or None, got "
-                             f"{self.max_steps_per_epoch}")
+            raise ValueError(
+                "FinetuneConfig.max_steps_per_epoch must be >= 1 or None, got "
+                f"{self.max_steps_per_epoch}"
+            )
 
 
 class _Subset:
@@ -86,8 +89,12 @@ def _labels_of(source, name: str) -> np.ndarray:
 
 
 def finetune(
-    run: pc.LoadedRun, task: probe_lib.ProbeTask, config: FinetuneConfig = FinetuneConfig(), *,
-    split: str | None = None, log: Any = print,
+    run: pc.LoadedRun,
+    task: probe_lib.ProbeTask,
+    config: FinetuneConfig = FinetuneConfig(),
+    *,
+    split: str | None = None,
+    log: Any = print,
 ) -> dict[str, Any]:
     """Fine-tunes ``run``'s backbone on ``task`` and evaluates it on ``split`` (see module doc).
 
@@ -107,20 +114,23 @@ def finetune(
       ValueError: a non-classification task or a task that is not a label of the run.
     """
     if task.kind != "classification":
-        raise ValueError(f"fine-tuning supports classification tasks, got {task.name!r} of kind "
-                         f"{task.kind!r}")
+        raise ValueError(
+            f"fine-tuning supports classification tasks, got {task.name!r} of kind {task.kind!r}"
+        )
     log = log or (lambda _: None)
     cfg = pc.probe_data(run.config)
     if task.name not in cfg.data.labels:
-        raise ValueError(f"task {task.name!r} is not a label of this run; labels: "
-                         f"{list(cfg.data.labels)}")
+        raise ValueError(
+            f"task {task.name!r} is not a label of this run; labels: {list(cfg.data.labels)}"
+        )
     split = split or cfg.data.eval_split
     spec = experiment.data_spec(cfg.data)
     source = experiment.build_eval_source(cfg, cfg.data.train_split)
     y_all = _labels_of(source, task.name)
     k = int(task.num_classes or y_all.max() + 1)
-    fit_idx, val_idx = probe_lib.stratified_split(y_all, config.val_fraction,
-                                                  jax.random.key(config.seed))
+    fit_idx, val_idx = probe_lib.stratified_split(
+        y_all, config.val_fraction, jax.random.key(config.seed)
+    )
     fit_src, val_src = _Subset(source, fit_idx), _Subset(source, val_idx)
     eval_bs = cfg.data.eval_batch_size
     method, supcon = run.method, config.mode == "supcon"
@@ -170,9 +180,17 @@ def finetune(
     steps = max(1, len(fit_src) // config.batch_size)
     if config.max_steps_per_epoch is not None:
         steps = min(steps, config.max_steps_per_epoch)
-    batches = iter(pipeline.train_dataset(
-        fit_src, spec, batch_size=config.batch_size, seed=config.seed, num_views=n_views,
-        process_index=0, process_count=1).to_iter_dataset())
+    batches = iter(
+        pipeline.train_dataset(
+            fit_src,
+            spec,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            num_views=n_views,
+            process_index=0,
+            process_count=1,
+        ).to_iter_dataset()
+    )
     t0 = time.perf_counter()
     # Epoch 0 is the pre-trained model: fine-tuning must beat it on validation to be kept (the
     # linear head starts at zero, so its epoch-0 score is chance by construction).
@@ -186,10 +204,13 @@ def finetune(
             trainable, opt_state, loss = step(trainable, opt_state, next(batches))
             losses.append(float(loss))
         score = val_score(trainable)
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)),
-                        "val_balanced_accuracy": score})
-        log(f"  finetune[{config.mode}] {task.name}: epoch {epoch} loss {np.mean(losses):.4f} "
-            f"val balanced acc {score:.4f}")
+        history.append(
+            {"epoch": epoch, "loss": float(np.mean(losses)), "val_balanced_accuracy": score}
+        )
+        log(
+            f"  finetune[{config.mode}] {task.name}: epoch {epoch} loss {np.mean(losses):.4f} "
+            f"val balanced acc {score:.4f}"
+        )
         if score > best[0]:
             best, since_best = (score, epoch, trainable), 0
         else:
@@ -201,12 +222,20 @@ def finetune(
     train = embeddings(params, source)
     test = embeddings(params, experiment.build_eval_source(cfg, split))
     result = pc.probe_embeddings(train, test, [dataclasses.replace(task, num_classes=k)])
-    out = {"task": task.name, "config": dataclasses.asdict(config), "history": history,
-           "best_epoch": best_epoch, "probe": result[task.name], "test_split": split,
-           "seconds": {"train": t_train, "total": time.perf_counter() - t0}}
+    out = {
+        "task": task.name,
+        "config": dataclasses.asdict(config),
+        "history": history,
+        "best_epoch": best_epoch,
+        "probe": result[task.name],
+        "test_split": split,
+        "seconds": {"train": t_train, "total": time.perf_counter() - t0},
+    }
     if not supcon:
         pred = jnp.argmax(((test[0] - mean) / std) @ head["w"] + head["b"], -1)
         y = jnp.asarray(test[1][task.name])
-        out["head"] = {"balanced_accuracy": float(probe_lib.balanced_accuracy(y, pred, k)),
-                       "accuracy": float(probe_lib.accuracy(y, pred))}
+        out["head"] = {
+            "balanced_accuracy": float(probe_lib.balanced_accuracy(y, pred, k)),
+            "accuracy": float(probe_lib.accuracy(y, pred)),
+        }
     return out

@@ -113,8 +113,7 @@ def load_run(workdir: str | os.PathLike, step: int | None = None) -> LoadedRun:
         mesh = train_lib.make_mesh(jax.local_devices()[:1])
         trainer = train_lib.Trainer(method, experiment.train_config(cfg), example, mesh=mesh)
         state = ckpt.restore(trainer.abstract_state(), step=step)
-    return LoadedRun(config=cfg, method=method, params=state.params, step=step,
-                     directory=directory)
+    return LoadedRun(config=cfg, method=method, params=state.params, step=step, directory=directory)
 
 
 def probe_data(cfg: experiment.ExperimentConfig) -> experiment.ExperimentConfig:
@@ -134,8 +133,10 @@ def probe_data(cfg: experiment.ExperimentConfig) -> experiment.ExperimentConfig:
     unbiased = name[: -len(_BIASED_SUFFIX)]
     known = dict(builders.builder_class(data.builder).builder_configs)
     if unbiased not in known or getattr(known[unbiased], "biased", True):
-        raise ValueError(f"config {name!r} of {data.builder!r} has no unbiased counterpart "
-                         f"{unbiased!r}; configs: {sorted(known)}")
+        raise ValueError(
+            f"config {name!r} of {data.builder!r} has no unbiased counterpart "
+            f"{unbiased!r}; configs: {sorted(known)}"
+        )
     return dataclasses.replace(cfg, data=dataclasses.replace(data, builder_config=unbiased))
 
 
@@ -151,8 +152,9 @@ def embed_source(
     Returns:
       ``(embeddings (n, D) float32, {label: (n, ...)})``, in source order.
     """
-    ds = pipeline.eval_dataset(source, spec, batch_size=batch_size, process_index=0,
-                               process_count=1)
+    ds = pipeline.eval_dataset(
+        source, spec, batch_size=batch_size, process_index=0, process_count=1
+    )
     embed = _jitted_embed(method)
     embs, labels = [], {}
     for batch in ds.to_iter_dataset():
@@ -184,9 +186,12 @@ def extract_embeddings(
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """`embed_source` on ``split`` of the config's dataset (built on demand)."""
     return embed_source(
-        method, params, experiment.build_eval_source(cfg, split),
+        method,
+        params,
+        experiment.build_eval_source(cfg, split),
         experiment.data_spec(cfg.data),
-        batch_size=cfg.data.eval_batch_size if batch_size is None else batch_size)
+        batch_size=cfg.data.eval_batch_size if batch_size is None else batch_size,
+    )
 
 
 def default_tasks(
@@ -207,8 +212,11 @@ def default_tasks(
     unknown = [n for n in names if n not in labels]
     if unknown:
         raise ValueError(f"task(s) {unknown} are not labels of this run; labels: {sorted(labels)}")
-    features = builders.get_builder(cfg.data.builder, data_dir=cfg.data.data_dir,
-                                    config=experiment.resolve_builder_config(cfg.data)).info.features
+    features = builders.get_builder(
+        cfg.data.builder,
+        data_dir=cfg.data.data_dir,
+        config=experiment.resolve_builder_config(cfg.data),
+    ).info.features
     tasks = []
     for name in names:
         y = np.asarray(labels[name])
@@ -223,10 +231,15 @@ def default_tasks(
 
 
 def _result_dict(res: probe_lib.ProbeResult) -> dict[str, Any]:
-    return {"kind": res.task.kind, "num_classes": res.task.num_classes,
-            "metrics": res.metrics, "chance": res.chance, "l2": res.l2,
-            "val_scores": {f"{k:g}": v for k, v in res.val_scores.items()},
-            "fit_info": res.fit_info}
+    return {
+        "kind": res.task.kind,
+        "num_classes": res.task.num_classes,
+        "metrics": res.metrics,
+        "chance": res.chance,
+        "l2": res.l2,
+        "val_scores": {f"{k:g}": v for k, v in res.val_scores.items()},
+        "fit_info": res.fit_info,
+    }
 
 
 def probe_embeddings(
@@ -240,8 +253,9 @@ def probe_embeddings(
     return {name: _result_dict(res) for name, res in results.items()}
 
 
-def rus_summary(tasks: Mapping[str, Mapping[str, Any]],
-                metric: str = "balanced_accuracy") -> dict[str, dict[str, float]] | None:
+def rus_summary(
+    tasks: Mapping[str, Mapping[str, Any]], metric: str = "balanced_accuracy"
+) -> dict[str, dict[str, float]] | None:
     """CoMM Fig. 4's redundancy / uniqueness / synergy scores (means over each group's tasks).
 
     Returns None unless every Trifeature task of `RUS_TASKS` was probed.
@@ -292,11 +306,18 @@ def probe_run(
     t0 = time.perf_counter()
     results = probe_embeddings(train, test, task_list, **probe_kwargs)
     report = {
-        "experiment": run.config.name, "method": run.config.method.name, "step": run.step,
-        "checkpoints": run.directory, "pretrain_data": _data_name(run.config),
-        "probe_data": _data_name(cfg), "train_split": train_split, "test_split": split,
-        "num_train": int(train[0].shape[0]), "num_test": int(test[0].shape[0]),
-        "embed_dim": int(train[0].shape[1]), "tasks": results,
+        "experiment": run.config.name,
+        "method": run.config.method.name,
+        "step": run.step,
+        "checkpoints": run.directory,
+        "pretrain_data": _data_name(run.config),
+        "probe_data": _data_name(cfg),
+        "train_split": train_split,
+        "test_split": split,
+        "num_train": int(train[0].shape[0]),
+        "num_test": int(test[0].shape[0]),
+        "embed_dim": int(train[0].shape[1]),
+        "tasks": results,
         "seconds": {"embed": t_embed, "probe": time.perf_counter() - t0},
     }
     if cfg.data.builder == _TRIFEATURE:
@@ -314,18 +335,27 @@ def format_report(report: Mapping[str, Any]) -> str:
     """The probe table of a `probe_run` report (and the R/U/S summary where there is one)."""
     results = {
         name: probe_lib.ProbeResult(
-            task=probe_lib.ProbeTask(name, r["kind"], r["num_classes"]), metrics=r["metrics"],
-            l2=r["l2"], val_scores={}, chance=r["chance"], fit_info=r["fit_info"])
+            task=probe_lib.ProbeTask(name, r["kind"], r["num_classes"]),
+            metrics=r["metrics"],
+            l2=r["l2"],
+            val_scores={},
+            chance=r["chance"],
+            fit_info=r["fit_info"],
+        )
         for name, r in report["tasks"].items()
     }
-    head = (f"{report['experiment']} (method {report['method']}, step {report['step']}): "
-            f"probes fitted on {report['probe_data']} {report['train_split']} "
-            f"({report['num_train']}), tested on {report['test_split']} ({report['num_test']}), "
-            f"embedding dim {report['embed_dim']}")
+    head = (
+        f"{report['experiment']} (method {report['method']}, step {report['step']}): "
+        f"probes fitted on {report['probe_data']} {report['train_split']} "
+        f"({report['num_train']}), tested on {report['test_split']} ({report['num_test']}), "
+        f"embedding dim {report['embed_dim']}"
+    )
     lines = [head, probe_lib.format_table(results)]
     if report.get("rus"):
         lines += ["", "Trifeature interactions (CoMM Fig. 4), balanced accuracy:"]
         for group, r in report["rus"].items():
-            lines.append(f"  {group:<11} {100 * r['value']:6.1f}%   chance "
-                         f"{100 * r['chance']:5.1f}%   ({', '.join(r['tasks'])})")
+            lines.append(
+                f"  {group:<11} {100 * r['value']:6.1f}%   chance "
+                f"{100 * r['chance']:5.1f}%   ({', '.join(r['tasks'])})"
+            )
     return "\n".join(lines)

@@ -47,46 +47,46 @@ Groups = Literal["alpha", "beta", "joint"]
 
 @dataclasses.dataclass(frozen=True)
 class SearchConfig(MethodConfig):
-  """The REINFORCE search over TupleInfoNCE's (log alpha, beta)."""
+    """The REINFORCE search over TupleInfoNCE's (log alpha, beta)."""
 
-  num_candidates: int = 5  # candidates per round (code: 5)
-  log_alpha_std: float = 0.5  # search std of log alpha (code: 0.5 on alpha at 1)
-  log_alpha_lr: float = 0.25  # Adam lr on mu_log_alpha (code: 0.25)
-  beta_std: float = 10.0 * PIXEL_LEVEL  # search std of beta (code: 10 pixel levels)
-  beta_lr: float = 3.0 * PIXEL_LEVEL  # Adam lr on mu_beta (code: 3.0 pixel levels)
-  schedule: Literal["alternate", "alpha", "beta", "joint"] = "alternate"  # group per round
-  reward_eps: float = 1e-8  # R~ = (R - mean) / (std + eps)
-  shared_noise: bool = False  # True: every candidate uses the same rng (common random numbers)
+    num_candidates: int = 5  # candidates per round (code: 5)
+    log_alpha_std: float = 0.5  # search std of log alpha (code: 0.5 on alpha at 1)
+    log_alpha_lr: float = 0.25  # Adam lr on mu_log_alpha (code: 0.25)
+    beta_std: float = 10.0 * PIXEL_LEVEL  # search std of beta (code: 10 pixel levels)
+    beta_lr: float = 3.0 * PIXEL_LEVEL  # Adam lr on mu_beta (code: 3.0 pixel levels)
+    schedule: Literal["alternate", "alpha", "beta", "joint"] = "alternate"  # group per round
+    reward_eps: float = 1e-8  # R~ = (R - mean) / (std + eps)
+    shared_noise: bool = False  # True: every candidate uses the same rng (common random numbers)
 
-  def __post_init__(self):
-    if self.num_candidates < 2:
-      raise ValueError(f"SearchConfig.num_candidates must be >= 2, got {self.num_candidates}")
-    for name in ("log_alpha_std", "log_alpha_lr", "beta_std", "beta_lr", "reward_eps"):
-      if not getattr(self, name) > 0:
-        raise ValueError(f"SearchConfig.{name} must be > 0, got {getattr(self, name)}")
+    def __post_init__(self):
+        if self.num_candidates < 2:
+            raise ValueError(f"SearchConfig.num_candidates must be >= 2, got {self.num_candidates}")
+        for name in ("log_alpha_std", "log_alpha_lr", "beta_std", "beta_lr", "reward_eps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"SearchConfig.{name} must be > 0, got {getattr(self, name)}")
 
-  def group(self, round_index: int) -> Groups:
-    """The group searched in round `round_index` (alternate: alpha first, as the code)."""
-    if self.schedule == "alternate":
-      return "alpha" if round_index % 2 == 0 else "beta"
-    return self.schedule
+    def group(self, round_index: int) -> Groups:
+        """The group searched in round `round_index` (alternate: alpha first, as the code)."""
+        if self.schedule == "alternate":
+            return "alpha" if round_index % 2 == 0 else "beta"
+        return self.schedule
 
 
 @flax.struct.dataclass
 class SearchState:
-  """Search means and their Adam states (a pytree)."""
+    """Search means and their Adam states (a pytree)."""
 
-  mu: TupleHParams  # current mean (log alpha (K,), beta ())
-  opt_log_alpha: Any  # optax.adam state of mu.log_alpha
-  opt_beta: Any  # optax.adam state of mu.beta
+    mu: TupleHParams  # current mean (log alpha (K,), beta ())
+    opt_log_alpha: Any  # optax.adam state of mu.log_alpha
+    opt_beta: Any  # optax.adam state of mu.beta
 
 
 def init_search(mu: TupleHParams) -> SearchState:
-  """A search state at mean `mu` (e.g. `method.default_hparams()`)."""
-  mu = TupleHParams(jnp.asarray(mu.log_alpha, jnp.float32), jnp.asarray(mu.beta, jnp.float32))
-  # Adam's state does not depend on the learning rate, so any lr initialises it.
-  adam = optax.adam(1.0)
-  return SearchState(mu, adam.init(mu.log_alpha), adam.init(mu.beta))
+    """A search state at mean `mu` (e.g. `method.default_hparams()`)."""
+    mu = TupleHParams(jnp.asarray(mu.log_alpha, jnp.float32), jnp.asarray(mu.beta, jnp.float32))
+    # Adam's state does not depend on the learning rate, so any lr initialises it.
+    adam = optax.adam(1.0)
+    return SearchState(mu, adam.init(mu.log_alpha), adam.init(mu.beta))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -94,209 +94,279 @@ def init_search(mu: TupleHParams) -> SearchState:
 
 
 def normalize_rewards(rewards: jax.Array, eps: float = 1e-8) -> jax.Array:
-  """``(R - mean(R)) / (std(R) + eps)``: the baseline and scale of the public code."""
-  rewards = jnp.asarray(rewards, jnp.float32)
-  if rewards.ndim != 1:
-    raise ValueError(f"rewards must have shape (n,), got {rewards.shape}")
-  return (rewards - jnp.mean(rewards)) / (jnp.std(rewards) + eps)
+    """``(R - mean(R)) / (std(R) + eps)``: the baseline and scale of the public code."""
+    rewards = jnp.asarray(rewards, jnp.float32)
+    if rewards.ndim != 1:
+        raise ValueError(f"rewards must have shape (n,), got {rewards.shape}")
+    return (rewards - jnp.mean(rewards)) / (jnp.std(rewards) + eps)
 
 
-def score_function_gradient(mu: jax.Array, candidates: jax.Array, rewards: jax.Array,
-                            sigma: float | jax.Array, *, eps: float = 1e-8) -> jax.Array:
-  """REINFORCE estimate of grad_mu E_{theta ~ N(mu, sigma^2 I)}[R(theta)] (ascent direction).
+def score_function_gradient(
+    mu: jax.Array,
+    candidates: jax.Array,
+    rewards: jax.Array,
+    sigma: float | jax.Array,
+    *,
+    eps: float = 1e-8,
+) -> jax.Array:
+    """REINFORCE estimate of grad_mu E_{theta ~ N(mu, sigma^2 I)}[R(theta)] (ascent direction).
 
-  ``g = mean_i R~_i (theta_i - mu) / sigma^2`` with the normalised rewards R~ — the score
-  ``grad_mu log N(theta; mu, sigma^2 I) = (theta - mu) / sigma^2`` written out.
+    ``g = mean_i R~_i (theta_i - mu) / sigma^2`` with the normalised rewards R~ — the score
+    ``grad_mu log N(theta; mu, sigma^2 I) = (theta - mu) / sigma^2`` written out.
 
-  Args:
-    mu: search mean, any shape S.
-    candidates: (n, *S) samples.
-    rewards: (n,) rewards.
-    sigma: search std (scalar or broadcastable to S).
-    eps: normalisation epsilon.
+    Args:
+      mu: search mean, any shape S.
+      candidates: (n, *S) samples.
+      rewards: (n,) rewards.
+      sigma: search std (scalar or broadcastable to S).
+      eps: normalisation epsilon.
 
-  Returns:
-    Array of shape S.
+    Returns:
+      Array of shape S.
 
-  References:
-    Williams 1992 (REINFORCE); Liu et al. 2021 (TupleInfoNCE), sample optimisation.
-  """
-  mu, candidates = jnp.asarray(mu), jnp.asarray(candidates)
-  if candidates.shape[1:] != mu.shape or candidates.shape[0] != jnp.shape(rewards)[0]:
-    raise ValueError(f"candidates must have shape (n, *{mu.shape}) with n = len(rewards) = "
-                     f"{jnp.shape(rewards)[0]}, got {candidates.shape}")
-  r = normalize_rewards(rewards, eps)
-  score = (candidates - mu) / jnp.square(sigma)
-  return jnp.tensordot(r, score, axes=1) / r.shape[0]
+    References:
+      Williams 1992 (REINFORCE); Liu et al. 2021 (TupleInfoNCE), sample optimisation.
+    """
+    mu, candidates = jnp.asarray(mu), jnp.asarray(candidates)
+    if candidates.shape[1:] != mu.shape or candidates.shape[0] != jnp.shape(rewards)[0]:
+        raise ValueError(
+            f"candidates must have shape (n, *{mu.shape}) with n = len(rewards) = "
+            f"{jnp.shape(rewards)[0]}, got {candidates.shape}"
+        )
+    r = normalize_rewards(rewards, eps)
+    score = (candidates - mu) / jnp.square(sigma)
+    return jnp.tensordot(r, score, axes=1) / r.shape[0]
 
 
-def reinforce_update(mu: jax.Array, candidates: jax.Array, rewards: jax.Array,
-                     sigma: float | jax.Array, opt_state: Any, *, learning_rate: float,
-                     eps: float = 1e-8) -> tuple[jax.Array, Any]:
-  """One Adam ascent step of the search mean on the REINFORCE gradient.
+def reinforce_update(
+    mu: jax.Array,
+    candidates: jax.Array,
+    rewards: jax.Array,
+    sigma: float | jax.Array,
+    opt_state: Any,
+    *,
+    learning_rate: float,
+    eps: float = 1e-8,
+) -> tuple[jax.Array, Any]:
+    """One Adam ascent step of the search mean on the REINFORCE gradient.
 
-  Args:
-    mu: search mean.
-    candidates: (n, *mu.shape) evaluated candidates.
-    rewards: (n,) their rewards.
-    sigma: the std they were sampled with.
-    opt_state: ``optax.adam(...).init(mu)`` state.
-    learning_rate: Adam step size.
-    eps: reward-normalisation epsilon.
+    Args:
+      mu: search mean.
+      candidates: (n, *mu.shape) evaluated candidates.
+      rewards: (n,) their rewards.
+      sigma: the std they were sampled with.
+      opt_state: ``optax.adam(...).init(mu)`` state.
+      learning_rate: Adam step size.
+      eps: reward-normalisation epsilon.
 
-  Returns:
-    ``(new_mu, new_opt_state)``.
+    Returns:
+      ``(new_mu, new_opt_state)``.
 
-  Example:
-    >>> mu, opt = reinforce_update(mu, thetas, rewards, 0.5, opt, learning_rate=0.25)
-  """
-  g = score_function_gradient(mu, candidates, rewards, sigma, eps=eps)
-  # optax minimises: the ascent direction enters as a negated gradient.
-  updates, opt_state = optax.adam(learning_rate).update(-g, opt_state, mu)
-  return optax.apply_updates(mu, updates), opt_state
+    Example:
+      >>> mu, opt = reinforce_update(mu, thetas, rewards, 0.5, opt, learning_rate=0.25)
+    """
+    g = score_function_gradient(mu, candidates, rewards, sigma, eps=eps)
+    # optax minimises: the ascent direction enters as a negated gradient.
+    updates, opt_state = optax.adam(learning_rate).update(-g, opt_state, mu)
+    return optax.apply_updates(mu, updates), opt_state
 
 
 # ------------------------------------------------------------------------------------------------
 # Candidates.
 
 
-def sample_candidates(mu: TupleHParams, rng: jax.Array, n: int, group: Groups,
-                      cfg: SearchConfig) -> TupleHParams:
-  """(n,)-batched hyper-parameters: the searched group ~ N(mu, sigma^2), the other at mu."""
-  if group not in ("alpha", "beta", "joint"):
-    raise ValueError(f"group must be 'alpha', 'beta' or 'joint', got {group!r}")
-  ra, rb = jax.random.split(rng)
-  log_alpha = jnp.broadcast_to(mu.log_alpha, (n,) + mu.log_alpha.shape)
-  beta = jnp.broadcast_to(mu.beta, (n,))
-  if group in ("alpha", "joint"):
-    log_alpha = log_alpha + cfg.log_alpha_std * jax.random.normal(ra, log_alpha.shape)
-  if group in ("beta", "joint"):
-    beta = beta + cfg.beta_std * jax.random.normal(rb, beta.shape)
-  return TupleHParams(log_alpha, beta)
+def sample_candidates(
+    mu: TupleHParams, rng: jax.Array, n: int, group: Groups, cfg: SearchConfig
+) -> TupleHParams:
+    """(n,)-batched hyper-parameters: the searched group ~ N(mu, sigma^2), the other at mu."""
+    if group not in ("alpha", "beta", "joint"):
+        raise ValueError(f"group must be 'alpha', 'beta' or 'joint', got {group!r}")
+    ra, rb = jax.random.split(rng)
+    log_alpha = jnp.broadcast_to(mu.log_alpha, (n,) + mu.log_alpha.shape)
+    beta = jnp.broadcast_to(mu.beta, (n,))
+    if group in ("alpha", "joint"):
+        log_alpha = log_alpha + cfg.log_alpha_std * jax.random.normal(ra, log_alpha.shape)
+    if group in ("beta", "joint"):
+        beta = beta + cfg.beta_std * jax.random.normal(rb, beta.shape)
+    return TupleHParams(log_alpha, beta)
 
 
-def train_candidate(method: TupleInfoNCE, tx: optax.GradientTransformation, params: Any,
-                    opt_state: Any, hparams: TupleHParams, rng: jax.Array,
-                    batches: Any) -> tuple[Any, Any, jax.Array]:
-  """A few optax steps of the TupleInfoNCE loss under `hparams`, scanned over `batches`.
+def train_candidate(
+    method: TupleInfoNCE,
+    tx: optax.GradientTransformation,
+    params: Any,
+    opt_state: Any,
+    hparams: TupleHParams,
+    rng: jax.Array,
+    batches: Any,
+) -> tuple[Any, Any, jax.Array]:
+    """A few optax steps of the TupleInfoNCE loss under `hparams`, scanned over `batches`.
 
-  Args:
-    batches: a batch pytree whose leaves have a leading step axis (S, B, ...).
+    Args:
+      batches: a batch pytree whose leaves have a leading step axis (S, B, ...).
 
-  Returns:
-    ``(params, opt_state, losses (S,))``.
-  """
+    Returns:
+      ``(params, opt_state, losses (S,))``.
+    """
 
-  def step(carry, inputs):
-    p, opt = carry
-    batch, i = inputs
-    (loss, _), grads = jax.value_and_grad(method.loss, has_aux=True)(
-        p, batch, jax.random.fold_in(rng, i), hparams=hparams)
-    updates, opt = tx.update(grads, opt, p)
-    return (optax.apply_updates(p, updates), opt), loss
+    def step(carry, inputs):
+        p, opt = carry
+        batch, i = inputs
+        (loss, _), grads = jax.value_and_grad(method.loss, has_aux=True)(
+            p, batch, jax.random.fold_in(rng, i), hparams=hparams
+        )
+        updates, opt = tx.update(grads, opt, p)
+        return (optax.apply_updates(p, updates), opt), loss
 
-  n_steps = jax.tree.leaves(batches)[0].shape[0]
-  (params, opt_state), losses = jax.lax.scan(step, (params, opt_state),
-                                             (batches, jnp.arange(n_steps)))
-  return params, opt_state, losses
+    n_steps = jax.tree.leaves(batches)[0].shape[0]
+    (params, opt_state), losses = jax.lax.scan(
+        step, (params, opt_state), (batches, jnp.arange(n_steps))
+    )
+    return params, opt_state, losses
 
 
 def sample_optimization_round(
-    method: TupleInfoNCE, tx: optax.GradientTransformation, cfg: SearchConfig, params: Any,
-    opt_state: Any, search: SearchState, batches: Any, val_batch: Any, rng: jax.Array, *,
+    method: TupleInfoNCE,
+    tx: optax.GradientTransformation,
+    cfg: SearchConfig,
+    params: Any,
+    opt_state: Any,
+    search: SearchState,
+    batches: Any,
+    val_batch: Any,
+    rng: jax.Array,
+    *,
     group: Groups,
 ) -> tuple[Any, Any, SearchState, dict[str, jax.Array]]:
-  """One round: sample, train candidates in parallel, reward, REINFORCE, keep the best.
+    """One round: sample, train candidates in parallel, reward, REINFORCE, keep the best.
 
-  Args:
-    method: the `TupleInfoNCE` method (its `loss` and `retrieval_reward`).
-    tx: the encoder optimizer (`opt_state` is its state).
-    cfg: search config.
-    params, opt_state: the shared starting state of every candidate.
-    search: the search state.
-    batches: training batches with a leading step axis (S, B, ...), the same for every candidate.
-    val_batch: validation batch for the reward.
-    rng: key of this round.
-    group: "alpha", "beta" or "joint" (static).
+    Args:
+      method: the `TupleInfoNCE` method (its `loss` and `retrieval_reward`).
+      tx: the encoder optimizer (`opt_state` is its state).
+      cfg: search config.
+      params, opt_state: the shared starting state of every candidate.
+      search: the search state.
+      batches: training batches with a leading step axis (S, B, ...), the same for every candidate.
+      val_batch: validation batch for the reward.
+      rng: key of this round.
+      group: "alpha", "beta" or "joint" (static).
 
-  Returns:
-    ``(best params, best opt_state, new search state, info)``; info holds the candidates'
-    ``log_alpha`` (n, K), ``beta`` (n,), ``rewards`` (n,), ``losses`` (n, S) and ``best``.
+    Returns:
+      ``(best params, best opt_state, new search state, info)``; info holds the candidates'
+      ``log_alpha`` (n, K), ``beta`` (n,), ``rewards`` (n,), ``losses`` (n, S) and ``best``.
 
-  Example:
-    >>> round_fn = jax.jit(functools.partial(sample_optimization_round, method, tx, cfg),
-    ...                    static_argnames="group")
-  """
-  n = cfg.num_candidates
-  r_sample, r_train = jax.random.split(rng)
-  cands = sample_candidates(search.mu, r_sample, n, group, cfg)
-  keys = (jnp.broadcast_to(r_train, (n,)) if cfg.shared_noise
-          else jax.random.split(r_train, n))
-  train = functools.partial(train_candidate, method, tx)
-  new_params, new_opt, losses = jax.vmap(train, in_axes=(None, None, 0, 0, None))(
-      params, opt_state, cands, keys, batches)
-  rewards = jax.vmap(method.retrieval_reward, in_axes=(0, None))(new_params, val_batch)
-  best = jnp.argmax(rewards)
-  pick = lambda tree: jax.tree.map(lambda x: x[best], tree)
+    Example:
+      >>> round_fn = jax.jit(functools.partial(sample_optimization_round, method, tx, cfg),
+      ...                    static_argnames="group")
+    """
+    n = cfg.num_candidates
+    r_sample, r_train = jax.random.split(rng)
+    cands = sample_candidates(search.mu, r_sample, n, group, cfg)
+    keys = jnp.broadcast_to(r_train, (n,)) if cfg.shared_noise else jax.random.split(r_train, n)
+    train = functools.partial(train_candidate, method, tx)
+    new_params, new_opt, losses = jax.vmap(train, in_axes=(None, None, 0, 0, None))(
+        params, opt_state, cands, keys, batches
+    )
+    rewards = jax.vmap(method.retrieval_reward, in_axes=(0, None))(new_params, val_batch)
+    best = jnp.argmax(rewards)
+    pick = lambda tree: jax.tree.map(lambda x: x[best], tree)
 
-  mu, opt_a, opt_b = search.mu, search.opt_log_alpha, search.opt_beta
-  log_alpha, beta = mu.log_alpha, mu.beta
-  if group in ("alpha", "joint"):
-    log_alpha, opt_a = reinforce_update(mu.log_alpha, cands.log_alpha, rewards,
-                                        cfg.log_alpha_std, opt_a,
-                                        learning_rate=cfg.log_alpha_lr, eps=cfg.reward_eps)
-  if group in ("beta", "joint"):
-    beta, opt_b = reinforce_update(mu.beta, cands.beta, rewards, cfg.beta_std, opt_b,
-                                   learning_rate=cfg.beta_lr, eps=cfg.reward_eps)
-  new_search = SearchState(TupleHParams(log_alpha, beta), opt_a, opt_b)
-  info = {"log_alpha": cands.log_alpha, "beta": cands.beta, "rewards": rewards,
-          "losses": losses, "best": best}
-  return pick(new_params), pick(new_opt), new_search, info
+    mu, opt_a, opt_b = search.mu, search.opt_log_alpha, search.opt_beta
+    log_alpha, beta = mu.log_alpha, mu.beta
+    if group in ("alpha", "joint"):
+        log_alpha, opt_a = reinforce_update(
+            mu.log_alpha,
+            cands.log_alpha,
+            rewards,
+            cfg.log_alpha_std,
+            opt_a,
+            learning_rate=cfg.log_alpha_lr,
+            eps=cfg.reward_eps,
+        )
+    if group in ("beta", "joint"):
+        beta, opt_b = reinforce_update(
+            mu.beta,
+            cands.beta,
+            rewards,
+            cfg.beta_std,
+            opt_b,
+            learning_rate=cfg.beta_lr,
+            eps=cfg.reward_eps,
+        )
+    new_search = SearchState(TupleHParams(log_alpha, beta), opt_a, opt_b)
+    info = {
+        "log_alpha": cands.log_alpha,
+        "beta": cands.beta,
+        "rewards": rewards,
+        "losses": losses,
+        "best": best,
+    }
+    return pick(new_params), pick(new_opt), new_search, info
 
 
 class SampleOptimizer:
-  """Sample-optimised TupleInfoNCE training: jitted rounds with the configured group schedule.
+    """Sample-optimised TupleInfoNCE training: jitted rounds with the configured group schedule.
 
-  Args:
-    method: a `TupleInfoNCE` (already `init`-ed, or given params from a checkpoint).
-    tx: the encoder optimizer.
-    config: `SearchConfig`.
+    Args:
+      method: a `TupleInfoNCE` (already `init`-ed, or given params from a checkpoint).
+      tx: the encoder optimizer.
+      config: `SearchConfig`.
 
-  Example:
-    >>> so = SampleOptimizer(method, optax.adam(1e-3), SearchConfig())
-    >>> opt_state, search = so.init(params)
-    >>> for r, batches in enumerate(stacked_batches):       # each (S, B, ...)
-    ...   params, opt_state, search, info = so.round(params, opt_state, search, batches, val,
-    ...                                              jax.random.fold_in(key, r), r)
-  """
+    Example:
+      >>> so = SampleOptimizer(method, optax.adam(1e-3), SearchConfig())
+      >>> opt_state, search = so.init(params)
+      >>> for r, batches in enumerate(stacked_batches):       # each (S, B, ...)
+      ...   params, opt_state, search, info = so.round(params, opt_state, search, batches, val,
+      ...                                              jax.random.fold_in(key, r), r)
+    """
 
-  def __init__(self, method: TupleInfoNCE, tx: optax.GradientTransformation,
-               config: SearchConfig | None = None):
-    self.method, self.tx = method, tx
-    self.config = SearchConfig() if config is None else config
-    self._round = jax.jit(functools.partial(sample_optimization_round, method, tx, self.config),
-                          static_argnames="group")
+    def __init__(
+        self,
+        method: TupleInfoNCE,
+        tx: optax.GradientTransformation,
+        config: SearchConfig | None = None,
+    ):
+        self.method, self.tx = method, tx
+        self.config = SearchConfig() if config is None else config
+        self._round = jax.jit(
+            functools.partial(sample_optimization_round, method, tx, self.config),
+            static_argnames="group",
+        )
 
-  def init(self, params: Any) -> tuple[Any, SearchState]:
-    """The encoder optimizer state and the search state at the method's default hparams."""
-    return self.tx.init(params), init_search(self.method.default_hparams())
+    def init(self, params: Any) -> tuple[Any, SearchState]:
+        """The encoder optimizer state and the search state at the method's default hparams."""
+        return self.tx.init(params), init_search(self.method.default_hparams())
 
-  def round(self, params: Any, opt_state: Any, search: SearchState, batches: Any,
-            val_batch: Any, rng: jax.Array, round_index: int
-            ) -> tuple[Any, Any, SearchState, dict[str, jax.Array]]:
-    """Round `round_index` (its group from the schedule); see `sample_optimization_round`."""
-    return self._round(params, opt_state, search, batches, val_batch, rng,
-                       group=self.config.group(round_index))
+    def round(
+        self,
+        params: Any,
+        opt_state: Any,
+        search: SearchState,
+        batches: Any,
+        val_batch: Any,
+        rng: jax.Array,
+        round_index: int,
+    ) -> tuple[Any, Any, SearchState, dict[str, jax.Array]]:
+        """Round `round_index` (its group from the schedule); see `sample_optimization_round`."""
+        return self._round(
+            params, opt_state, search, batches, val_batch, rng, group=self.config.group(round_index)
+        )
 
-  def run(self, params: Any, rounds: Iterable[Any], val_batch: Any, rng: jax.Array,
-          callback: Callable[[int, dict[str, Any]], None] | None = None
-          ) -> tuple[Any, SearchState]:
-    """All rounds of `rounds` (each a stacked (S, B, ...) batch pytree); returns the final
-    params and search state. `callback(round_index, info)` sees each round's host-side info."""
-    opt_state, search = self.init(params)
-    for r, batches in enumerate(rounds):
-      params, opt_state, search, info = self.round(params, opt_state, search, batches, val_batch,
-                                                   jax.random.fold_in(rng, r), r)
-      if callback is not None:
-        callback(r, jax.device_get(info))
-    return params, search
+    def run(
+        self,
+        params: Any,
+        rounds: Iterable[Any],
+        val_batch: Any,
+        rng: jax.Array,
+        callback: Callable[[int, dict[str, Any]], None] | None = None,
+    ) -> tuple[Any, SearchState]:
+        """All rounds of `rounds` (each a stacked (S, B, ...) batch pytree); returns the final
+        params and search state. `callback(round_index, info)` sees each round's host-side info."""
+        opt_state, search = self.init(params)
+        for r, batches in enumerate(rounds):
+            params, opt_state, search, info = self.round(
+                params, opt_state, search, batches, val_batch, jax.random.fold_in(rng, r), r
+            )
+            if callback is not None:
+                callback(r, jax.device_get(info))
+        return params, search

@@ -57,13 +57,13 @@ DATA_AXIS = "data"
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything a training step reads and writes (a pytree; checkpointed as a whole)."""
+    """Everything a training step reads and writes (a pytree; checkpointed as a whole)."""
 
-  step: jax.Array  # int32 scalar: number of main updates applied so far
-  params: Any  # the method's parameter pytree
-  opt_state: Any  # main optimizer state
-  inner_opt_state: Any  # inner (critic) optimizer state; None for methods without one
-  rng: jax.Array  # base key; step `s` uses fold_in(rng, s)
+    step: jax.Array  # int32 scalar: number of main updates applied so far
+    params: Any  # the method's parameter pytree
+    opt_state: Any  # main optimizer state
+    inner_opt_state: Any  # inner (critic) optimizer state; None for methods without one
+    rng: jax.Array  # base key; step `s` uses fold_in(rng, s)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -73,66 +73,67 @@ class TrainState:
 def maybe_initialize_distributed(
     coordinator_address: str | None, num_processes: int | None, process_id: int | None
 ) -> bool:
-  """Joins a multi-process JAX job when more than one process is configured.
+    """Joins a multi-process JAX job when more than one process is configured.
 
-  Call it first, before anything touches `jax.devices()`. On CPU the cross-process collectives
-  use gloo (chosen before initialisation). Each process then sees every device in
-  `jax.devices()` and its own in `jax.local_devices()`. With a `DistributedConfig` `d`:
-  `maybe_initialize_distributed(**dataclasses.asdict(d))`.
+    Call it first, before anything touches `jax.devices()`. On CPU the cross-process collectives
+    use gloo (chosen before initialisation). Each process then sees every device in
+    `jax.devices()` and its own in `jax.local_devices()`. With a `DistributedConfig` `d`:
+    `maybe_initialize_distributed(**dataclasses.asdict(d))`.
 
-  Args:
-    coordinator_address: "host:port" of process 0.
-    num_processes: total number of processes; None or 1 means single-process (nothing happens).
-    process_id: this process's index.
+    Args:
+      coordinator_address: "host:port" of process 0.
+      num_processes: total number of processes; None or 1 means single-process (nothing happens).
+      process_id: this process's index.
 
-  Returns:
-    Whether `jax.distributed.initialize` was called.
+    Returns:
+      Whether `jax.distributed.initialize` was called.
 
-  Raises:
-    ValueError: several processes but no coordinator address or an out-of-range process id.
-  """
-  if num_processes is None or num_processes <= 1:
-    return False
-  if not coordinator_address:
-    raise ValueError(f"num_processes={num_processes} needs a coordinator_address ('host:port')")
-  if process_id is None or not 0 <= process_id < num_processes:
-    raise ValueError(f"process_id must be in [0, {num_processes}), got {process_id}")
-  # Without gloo, CPU devices of different processes cannot share a collective; the setting
-  # only concerns the CPU backend, so it is harmless on accelerators.
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(
-      coordinator_address=coordinator_address, num_processes=num_processes,
-      process_id=process_id,
-  )
-  return True
+    Raises:
+      ValueError: several processes but no coordinator address or an out-of-range process id.
+    """
+    if num_processes is None or num_processes <= 1:
+        return False
+    if not coordinator_address:
+        raise ValueError(f"num_processes={num_processes} needs a coordinator_address ('host:port')")
+    if process_id is None or not 0 <= process_id < num_processes:
+        raise ValueError(f"process_id must be in [0, {num_processes}), got {process_id}")
+    # Without gloo, CPU devices of different processes cannot share a collective; the setting
+    # only concerns the CPU backend, so it is harmless on accelerators.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+    )
+    return True
 
 
 def make_mesh(devices: list[jax.Device] | None = None) -> jax.sharding.Mesh:
-  """A 1-D data-parallel mesh over `devices` (default: all devices of all processes)."""
-  devices = list(jax.devices()) if devices is None else list(devices)
-  return jax.make_mesh(
-      (len(devices),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
-  )
+    """A 1-D data-parallel mesh over `devices` (default: all devices of all processes)."""
+    devices = list(jax.devices()) if devices is None else list(devices)
+    return jax.make_mesh(
+        (len(devices),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
+    )
 
 
 def shard_batch(local_batch: Any, mesh: jax.sharding.Mesh) -> Any:
-  """This process's slice of the batch -> global arrays sharded on the leading dimension.
+    """This process's slice of the batch -> global arrays sharded on the leading dimension.
 
-  Raises:
-    ValueError: leaves disagree on the batch size, or it does not split over the local devices.
-  """
-  leaves = jax.tree.leaves(local_batch)
-  sizes = {np.shape(x)[0] if np.ndim(x) else None for x in leaves}
-  if len(sizes) != 1 or None in sizes:
-    raise ValueError(f"batch leaves must share a leading batch dimension, got sizes {sizes}")
-  (local,) = sizes
-  n_local = len(set(mesh.devices.flat) & set(jax.local_devices()))
-  if local % n_local:
-    raise ValueError(
-        f"local batch size {local} is not divisible by this process's {n_local} devices"
-    )
-  sharding = NamedSharding(mesh, P(DATA_AXIS))
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
+    Raises:
+      ValueError: leaves disagree on the batch size, or it does not split over the local devices.
+    """
+    leaves = jax.tree.leaves(local_batch)
+    sizes = {np.shape(x)[0] if np.ndim(x) else None for x in leaves}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(f"batch leaves must share a leading batch dimension, got sizes {sizes}")
+    (local,) = sizes
+    n_local = len(set(mesh.devices.flat) & set(jax.local_devices()))
+    if local % n_local:
+        raise ValueError(
+            f"local batch size {local} is not divisible by this process's {n_local} devices"
+        )
+    sharding = NamedSharding(mesh, P(DATA_AXIS))
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -140,66 +141,71 @@ def shard_batch(local_batch: Any, mesh: jax.sharding.Mesh) -> Any:
 
 
 def make_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
-  """Linear warm-up from 0 to `cfg.lr`, then cosine decay to `lr * end_lr_factor` or constant."""
-  if cfg.warmup_steps >= total_steps and cfg.schedule == "cosine":
-    raise ValueError(
-        f"optimizer.warmup_steps ({cfg.warmup_steps}) must be < train.steps ({total_steps})"
-    )
-  if cfg.schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=cfg.lr, warmup_steps=cfg.warmup_steps,
-        decay_steps=total_steps, end_value=cfg.lr * cfg.end_lr_factor,
-    )
-  if cfg.schedule == "constant":
-    if cfg.warmup_steps == 0:
-      return optax.constant_schedule(cfg.lr)
-    return optax.join_schedules(
-        [optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps), optax.constant_schedule(cfg.lr)],
-        [cfg.warmup_steps],
-    )
-  raise ValueError(f"optimizer.schedule must be 'cosine' or 'constant', got {cfg.schedule!r}")
+    """Linear warm-up from 0 to `cfg.lr`, then cosine decay to `lr * end_lr_factor` or constant."""
+    if cfg.warmup_steps >= total_steps and cfg.schedule == "cosine":
+        raise ValueError(
+            f"optimizer.warmup_steps ({cfg.warmup_steps}) must be < train.steps ({total_steps})"
+        )
+    if cfg.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            init_value=0.0,
+            peak_value=cfg.lr,
+            warmup_steps=cfg.warmup_steps,
+            decay_steps=total_steps,
+            end_value=cfg.lr * cfg.end_lr_factor,
+        )
+    if cfg.schedule == "constant":
+        if cfg.warmup_steps == 0:
+            return optax.constant_schedule(cfg.lr)
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps), optax.constant_schedule(cfg.lr)],
+            [cfg.warmup_steps],
+        )
+    raise ValueError(f"optimizer.schedule must be 'cosine' or 'constant', got {cfg.schedule!r}")
 
 
 def decay_mask(params: Any) -> Any:
-  """True for parameters that get weight decay: matrices and kernels (ndim >= 2)."""
-  return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+    """True for parameters that get weight decay: matrices and kernels (ndim >= 2)."""
+    return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
 
 
 def _adamw(cfg: OptimizerConfig, lr: float | optax.Schedule) -> optax.GradientTransformation:
-  parts = []
-  if cfg.clip_norm is not None:
-    parts.append(optax.clip_by_global_norm(cfg.clip_norm))
-  parts.append(optax.adamw(
-      lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask
-  ))
-  return optax.chain(*parts)
+    parts = []
+    if cfg.clip_norm is not None:
+        parts.append(optax.clip_by_global_norm(cfg.clip_norm))
+    parts.append(
+        optax.adamw(
+            lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask
+        )
+    )
+    return optax.chain(*parts)
 
 
 def make_optimizers(
     cfg: OptimizerConfig, total_steps: int, labels: Any = None
 ) -> tuple[optax.GradientTransformation, optax.GradientTransformation | None, optax.Schedule]:
-  """The main optimizer, the inner one (None without `labels`) and the main lr schedule.
+    """The main optimizer, the inner one (None without `labels`) and the main lr schedule.
 
-  Args:
-    cfg: optimizer config.
-    total_steps: length of the run (for the cosine schedule).
-    labels: a pytree like the params with leaves `base.INNER` / `base.MAIN`, for methods with an
-      inner objective. The main optimizer then zeroes inner updates and vice versa; clipping
-      applies to each optimizer's own parameters.
+    Args:
+      cfg: optimizer config.
+      total_steps: length of the run (for the cosine schedule).
+      labels: a pytree like the params with leaves `base.INNER` / `base.MAIN`, for methods with an
+        inner objective. The main optimizer then zeroes inner updates and vice versa; clipping
+        applies to each optimizer's own parameters.
 
-  Returns:
-    (main transformation, inner transformation or None, schedule).
-  """
-  schedule = make_schedule(cfg, total_steps)
-  main = _adamw(cfg, schedule)
-  if labels is None:
-    return main, None, schedule
-  # The critic tracks a moving target (the encoders), so it keeps a constant learning rate.
-  inner = _adamw(cfg, cfg.lr if cfg.inner_lr is None else cfg.inner_lr)
-  zero = optax.set_to_zero()
-  main = optax.multi_transform({base.MAIN: main, base.INNER: zero}, labels)
-  inner = optax.multi_transform({base.INNER: inner, base.MAIN: zero}, labels)
-  return main, inner, schedule
+    Returns:
+      (main transformation, inner transformation or None, schedule).
+    """
+    schedule = make_schedule(cfg, total_steps)
+    main = _adamw(cfg, schedule)
+    if labels is None:
+        return main, None, schedule
+    # The critic tracks a moving target (the encoders), so it keeps a constant learning rate.
+    inner = _adamw(cfg, cfg.lr if cfg.inner_lr is None else cfg.inner_lr)
+    zero = optax.set_to_zero()
+    main = optax.multi_transform({base.MAIN: main, base.INNER: zero}, labels)
+    inner = optax.multi_transform({base.INNER: inner, base.MAIN: zero}, labels)
+    return main, inner, schedule
 
 
 # ------------------------------------------------------------------------------------------------
@@ -207,141 +213,156 @@ def make_optimizers(
 
 
 def _zeros_like_batch(batch: Any) -> Any:
-  # Parameter shapes depend only on the batch's shapes; zeros make `init` identical on every
-  # process even though each process holds different data.
-  return jax.tree.map(lambda x: np.zeros(np.shape(x), np.asarray(x).dtype), batch)
+    # Parameter shapes depend only on the batch's shapes; zeros make `init` identical on every
+    # process even though each process holds different data.
+    return jax.tree.map(lambda x: np.zeros(np.shape(x), np.asarray(x).dtype), batch)
 
 
 class Trainer:
-  """Builds the optimizer(s), the initial/abstract state and the compiled train step.
+    """Builds the optimizer(s), the initial/abstract state and the compiled train step.
 
-  Args:
-    method: a `jaxmm.methods.base.Method` (optionally with the inner objective).
-    config: the training config.
-    example_batch: one process-local batch (numpy); only its shapes and dtypes are used.
-    mesh: a mesh with a "data" axis; default all devices.
+    Args:
+      method: a `jaxmm.methods.base.Method` (optionally with the inner objective).
+      config: the training config.
+      example_batch: one process-local batch (numpy); only its shapes and dtypes are used.
+      mesh: a mesh with a "data" axis; default all devices.
 
-  Example:
-    >>> trainer = Trainer(method, cfg, example_batch)
-    >>> state = trainer.init_state()
-    >>> state, metrics = trainer.train_step(state, trainer.shard(batch))
-  """
+    Example:
+      >>> trainer = Trainer(method, cfg, example_batch)
+      >>> state = trainer.init_state()
+      >>> state, metrics = trainer.train_step(state, trainer.shard(batch))
+    """
 
-  def __init__(
-      self, method: base.Method, config: TrainConfig, example_batch: Any, *,
-      mesh: jax.sharding.Mesh | None = None,
-  ):
-    self.method, self.config = method, config
-    self.mesh = make_mesh() if mesh is None else mesh
-    if DATA_AXIS not in self.mesh.axis_names:
-      raise ValueError(f"mesh needs a {DATA_AXIS!r} axis, got axes {self.mesh.axis_names}")
-    self.replicated = NamedSharding(self.mesh, P())
-    self.data_sharding = NamedSharding(self.mesh, P(DATA_AXIS))
-    self._example = _zeros_like_batch(example_batch)
-    self.has_inner = base.has_inner(method)
-    self._init_rng, self._state_rng = jax.random.split(jax.random.key(config.seed))
-    # eval_shape also lets NNX methods record their graphdef without allocating parameters.
-    abstract_params = jax.eval_shape(method.init, self._init_rng, self._example)
-    self.num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params))
-    self.labels = (
-        base.inner_labels(abstract_params, method.inner_param_filter) if self.has_inner else None
-    )
-    if self.has_inner and base.INNER not in jax.tree.leaves(self.labels):
-      raise ValueError(f"{type(method).__name__}.inner_param_filter selects no parameter")
-    self.tx, self.inner_tx, self.schedule = make_optimizers(
-        config.optimizer, config.steps, self.labels
-    )
-    self.train_step = jax.jit(
-        self._step, donate_argnums=(0,),
-        in_shardings=(self.replicated, self.data_sharding),
-        out_shardings=(self.replicated, self.replicated),
-    )
+    def __init__(
+        self,
+        method: base.Method,
+        config: TrainConfig,
+        example_batch: Any,
+        *,
+        mesh: jax.sharding.Mesh | None = None,
+    ):
+        self.method, self.config = method, config
+        self.mesh = make_mesh() if mesh is None else mesh
+        if DATA_AXIS not in self.mesh.axis_names:
+            raise ValueError(f"mesh needs a {DATA_AXIS!r} axis, got axes {self.mesh.axis_names}")
+        self.replicated = NamedSharding(self.mesh, P())
+        self.data_sharding = NamedSharding(self.mesh, P(DATA_AXIS))
+        self._example = _zeros_like_batch(example_batch)
+        self.has_inner = base.has_inner(method)
+        self._init_rng, self._state_rng = jax.random.split(jax.random.key(config.seed))
+        # eval_shape also lets NNX methods record their graphdef without allocating parameters.
+        abstract_params = jax.eval_shape(method.init, self._init_rng, self._example)
+        self.num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params))
+        self.labels = (
+            base.inner_labels(abstract_params, method.inner_param_filter)
+            if self.has_inner
+            else None
+        )
+        if self.has_inner and base.INNER not in jax.tree.leaves(self.labels):
+            raise ValueError(f"{type(method).__name__}.inner_param_filter selects no parameter")
+        self.tx, self.inner_tx, self.schedule = make_optimizers(
+            config.optimizer, config.steps, self.labels
+        )
+        self.train_step = jax.jit(
+            self._step,
+            donate_argnums=(0,),
+            in_shardings=(self.replicated, self.data_sharding),
+            out_shardings=(self.replicated, self.replicated),
+        )
 
-  # -- state ---------------------------------------------------------------------------------
+    # -- state ---------------------------------------------------------------------------------
 
-  def _init(self, rng_init: jax.Array, rng_state: jax.Array, example: Any) -> TrainState:
-    params = self.method.init(rng_init, example)
-    return TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params),
-        inner_opt_state=self.inner_tx.init(params) if self.has_inner else None, rng=rng_state,
-    )
+    def _init(self, rng_init: jax.Array, rng_state: jax.Array, example: Any) -> TrainState:
+        params = self.method.init(rng_init, example)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=self.tx.init(params),
+            inner_opt_state=self.inner_tx.init(params) if self.has_inner else None,
+            rng=rng_state,
+        )
 
-  def init_state(self) -> TrainState:
-    """Fresh parameters and optimizer states, replicated over the mesh."""
-    init = jax.jit(self._init, out_shardings=self.replicated)
-    return init(self._init_rng, self._state_rng, self._example)
+    def init_state(self) -> TrainState:
+        """Fresh parameters and optimizer states, replicated over the mesh."""
+        init = jax.jit(self._init, out_shardings=self.replicated)
+        return init(self._init_rng, self._state_rng, self._example)
 
-  def abstract_state(self) -> TrainState:
-    """The state's shapes, dtypes and shardings (the restore target; nothing is allocated)."""
-    shapes = jax.eval_shape(self._init, self._init_rng, self._state_rng, self._example)
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated), shapes
-    )
+    def abstract_state(self) -> TrainState:
+        """The state's shapes, dtypes and shardings (the restore target; nothing is allocated)."""
+        shapes = jax.eval_shape(self._init, self._init_rng, self._state_rng, self._example)
+        return jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated), shapes
+        )
 
-  def shard(self, local_batch: Any) -> Any:
-    """This process's numpy batch -> a global batch sharded over the "data" axis."""
-    return shard_batch(local_batch, self.mesh)
+    def shard(self, local_batch: Any) -> Any:
+        """This process's numpy batch -> a global batch sharded over the "data" axis."""
+        return shard_batch(local_batch, self.mesh)
 
-  # -- the step ------------------------------------------------------------------------------
+    # -- the step ------------------------------------------------------------------------------
 
-  def _value_and_grad(self, loss_fn):
-    """(params, batch, rng) -> (loss, metrics, grads), data-parallel over the "data" axis."""
+    def _value_and_grad(self, loss_fn):
+        """(params, batch, rng) -> (loss, metrics, grads), data-parallel over the "data" axis."""
 
-    def per_device(params, batch, rng):
-      # Distinct randomness per shard (dropout, masks); replicated params keep one key per step.
-      rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA_AXIS))
+        def per_device(params, batch, rng):
+            # Distinct randomness per shard (dropout, masks); replicated params: one key per step.
+            rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA_AXIS))
 
-      def objective(p):
-        loss, metrics = loss_fn(p, batch, rng, axis_name=DATA_AXIS)
-        # pmean is idempotent on losses the estimators already reduced over the axis.
-        return jax.lax.pmean(loss, DATA_AXIS), jax.lax.pmean(metrics, DATA_AXIS)
+            def objective(p):
+                loss, metrics = loss_fn(p, batch, rng, axis_name=DATA_AXIS)
+                # pmean is idempotent on losses the estimators already reduced over the axis.
+                return jax.lax.pmean(loss, DATA_AXIS), jax.lax.pmean(metrics, DATA_AXIS)
 
-      (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(params)
-      return loss, metrics, grads
+            (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(params)
+            return loss, metrics, grads
 
-    return jax.shard_map(
-        per_device, mesh=self.mesh, in_specs=(P(), P(DATA_AXIS), P()), out_specs=P()
-    )
+        return jax.shard_map(
+            per_device, mesh=self.mesh, in_specs=(P(), P(DATA_AXIS), P()), out_specs=P()
+        )
 
-  def _step(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
-    rng = jax.random.fold_in(state.rng, state.step)
-    rng_main, rng_inner = jax.random.split(rng)
-    params, inner_opt_state = state.params, state.inner_opt_state
-    measurements = {}
+    def _step(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+        rng = jax.random.fold_in(state.rng, state.step)
+        rng_main, rng_inner = jax.random.split(rng)
+        params, inner_opt_state = state.params, state.inner_opt_state
+        measurements = {}
 
-    if self.has_inner and self.config.inner_steps > 0:
-      inner_vg = self._value_and_grad(self.method.inner_loss)
+        if self.has_inner and self.config.inner_steps > 0:
+            inner_vg = self._value_and_grad(self.method.inner_loss)
 
-      def inner_update(carry, i):
-        p, opt = carry
-        loss, metrics, grads = inner_vg(p, batch, jax.random.fold_in(rng_inner, i))
-        updates, opt = self.inner_tx.update(grads, opt, p)
-        return (optax.apply_updates(p, updates), opt), {"loss": loss, **metrics}
+            def inner_update(carry, i):
+                p, opt = carry
+                loss, metrics, grads = inner_vg(p, batch, jax.random.fold_in(rng_inner, i))
+                updates, opt = self.inner_tx.update(grads, opt, p)
+                return (optax.apply_updates(p, updates), opt), {"loss": loss, **metrics}
 
-      (params, inner_opt_state), inner_metrics = jax.lax.scan(
-          inner_update, (params, inner_opt_state), jnp.arange(self.config.inner_steps)
-      )
-      measurements.update({f"inner/{k}": v[-1] for k, v in inner_metrics.items()})
+            (params, inner_opt_state), inner_metrics = jax.lax.scan(
+                inner_update, (params, inner_opt_state), jnp.arange(self.config.inner_steps)
+            )
+            measurements.update({f"inner/{k}": v[-1] for k, v in inner_metrics.items()})
 
-    loss, metrics, grads = self._value_and_grad(self.method.loss)(params, batch, rng_main)
-    updates, opt_state = self.tx.update(grads, state.opt_state, params)
-    new_params = optax.apply_updates(params, updates)
+        loss, metrics, grads = self._value_and_grad(self.method.loss)(params, batch, rng_main)
+        updates, opt_state = self.tx.update(grads, state.opt_state, params)
+        new_params = optax.apply_updates(params, updates)
 
-    if self.labels is not None:
-      # Report the gradient the main optimizer uses, not the one it discards.
-      grads = jax.tree.map(
-          lambda g, lab: g if lab == base.MAIN else jnp.zeros_like(g), grads, self.labels
-      )
-    measurements.update(metrics)
-    measurements.update(
-        loss=loss, l2_grads=optax.tree.norm(grads), l2_updates=optax.tree.norm(updates),
-        l2_params=optax.tree.norm(new_params), lr=self.schedule(state.step),
-    )
-    new_state = state.replace(
-        step=state.step + 1, params=new_params, opt_state=opt_state,
-        inner_opt_state=inner_opt_state,
-    )
-    return new_state, measurements
+        if self.labels is not None:
+            # Report the gradient the main optimizer uses, not the one it discards.
+            grads = jax.tree.map(
+                lambda g, lab: g if lab == base.MAIN else jnp.zeros_like(g), grads, self.labels
+            )
+        measurements.update(metrics)
+        measurements.update(
+            loss=loss,
+            l2_grads=optax.tree.norm(grads),
+            l2_updates=optax.tree.norm(updates),
+            l2_params=optax.tree.norm(new_params),
+            lr=self.schedule(state.step),
+        )
+        new_state = state.replace(
+            step=state.step + 1,
+            params=new_params,
+            opt_state=opt_state,
+            inner_opt_state=inner_opt_state,
+        )
+        return new_state, measurements
 
 
 # ------------------------------------------------------------------------------------------------
@@ -349,159 +370,189 @@ class Trainer:
 
 
 class _StopFlag:
-  """First Ctrl-C: finish the current step, checkpoint, then raise. Second: default behaviour."""
+    """First Ctrl-C: finish the current step, checkpoint, then raise. Second: default behaviour."""
 
-  def __init__(self):
-    self.requested = False
+    def __init__(self):
+        self.requested = False
 
-  @contextlib.contextmanager
-  def installed(self):
-    if threading.current_thread() is not threading.main_thread():
-      yield self  # signal handlers can only be set from the main thread
-      return
-    previous = signal.getsignal(signal.SIGINT)
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signal handlers can only be set from the main thread
+            return
+        previous = signal.getsignal(signal.SIGINT)
 
-    def handler(signum, frame):
-      # Donated buffers make an exception mid-step unsafe: the old state may already be gone.
-      self.requested = True
-      signal.signal(signal.SIGINT, previous)
+        def handler(signum, frame):
+            # Donated buffers make an exception mid-step unsafe: the old state may already be gone.
+            self.requested = True
+            signal.signal(signal.SIGINT, previous)
 
-    signal.signal(signal.SIGINT, handler)
-    try:
-      yield self
-    finally:
-      signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _peek(data_iter: Iterator[Any]) -> tuple[Any, Iterator[Any]]:
-  """The next batch without consuming it (grain iterators rewind; others are chained)."""
-  if ckpt_lib.supports_data_state(data_iter):
-    position = data_iter.get_state()
+    """The next batch without consuming it (grain iterators rewind; others are chained)."""
+    if ckpt_lib.supports_data_state(data_iter):
+        position = data_iter.get_state()
+        batch = next(data_iter)
+        data_iter.set_state(position)
+        return batch, data_iter
     batch = next(data_iter)
-    data_iter.set_state(position)
-    return batch, data_iter
-  batch = next(data_iter)
-  return batch, itertools.chain([batch], data_iter)
+    return batch, itertools.chain([batch], data_iter)
 
 
 def train(
-    config: TrainConfig, method: base.Method, train_iter: Iterator[Any], *,
-    mesh: jax.sharding.Mesh | None = None, experiment_config: Any = None,
+    config: TrainConfig,
+    method: base.Method,
+    train_iter: Iterator[Any],
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    experiment_config: Any = None,
 ) -> TrainState:
-  """Trains `method` for `config.steps` steps on this process's batches from `train_iter`.
+    """Trains `method` for `config.steps` steps on this process's batches from `train_iter`.
 
-  Writes to `config.workdir`: `checkpoints/` (state, data-iterator position, experiment config)
-  and `metrics.jsonl` (one JSON line per `log_every` steps, process 0 only). If the work dir
-  already holds a checkpoint and `config.resume`, training continues from it (parameters,
-  optimizer states, step, rng and — for grain iterators — the data position); a checkpoint is
-  written every `ckpt_every` steps, at the end, and on the first Ctrl-C (then KeyboardInterrupt
-  is re-raised; a second Ctrl-C aborts at once).
+    Writes to `config.workdir`: `checkpoints/` (state, data-iterator position, experiment config)
+    and `metrics.jsonl` (one JSON line per `log_every` steps, process 0 only). If the work dir
+    already holds a checkpoint and `config.resume`, training continues from it (parameters,
+    optimizer states, step, rng and — for grain iterators — the data position); a checkpoint is
+    written every `ckpt_every` steps, at the end, and on the first Ctrl-C (then KeyboardInterrupt
+    is re-raised; a second Ctrl-C aborts at once).
 
-  Args:
-    config: the training config (`batch_size` is the GLOBAL batch).
-    method: a `jaxmm.methods.base.Method`.
-    train_iter: yields this process's batches (global batch / process count examples each).
-      A grain `DatasetIterator` makes resumption exact.
-    mesh: a mesh with a "data" axis; default all devices of all processes.
-    experiment_config: the full experiment config to store with each checkpoint (a dataclass
-      or dict); default `config`.
+    Args:
+      config: the training config (`batch_size` is the GLOBAL batch).
+      method: a `jaxmm.methods.base.Method`.
+      train_iter: yields this process's batches (global batch / process count examples each).
+        A grain `DatasetIterator` makes resumption exact.
+      mesh: a mesh with a "data" axis; default all devices of all processes.
+      experiment_config: the full experiment config to store with each checkpoint (a dataclass
+        or dict); default `config`.
 
-  Returns:
-    The final `TrainState`.
+    Returns:
+      The final `TrainState`.
 
-  Raises:
-    ValueError: the batch size does not match the config, or the work dir holds a checkpoint
-      while `config.resume` is False.
-    KeyboardInterrupt: after saving, on Ctrl-C.
-  """
-  n_proc, is_main = jax.process_count(), jax.process_index() == 0
-  if config.batch_size % n_proc:
-    raise ValueError(f"train.batch_size {config.batch_size} not divisible by {n_proc} processes")
-  local_bs = config.batch_size // n_proc
-  train_iter = iter(train_iter)
-  example, train_iter = _peek(train_iter)
-  got = jax.tree.leaves(example)[0].shape[0]
-  if got != local_bs:
-    raise ValueError(
-        f"train_iter yields batches of {got} examples; train.batch_size={config.batch_size} over "
-        f"{n_proc} process(es) needs {local_bs} per process"
+    Raises:
+      ValueError: the batch size does not match the config, or the work dir holds a checkpoint
+        while `config.resume` is False.
+      KeyboardInterrupt: after saving, on Ctrl-C.
+    """
+    n_proc, is_main = jax.process_count(), jax.process_index() == 0
+    if config.batch_size % n_proc:
+        raise ValueError(
+            f"train.batch_size {config.batch_size} not divisible by {n_proc} processes"
+        )
+    local_bs = config.batch_size // n_proc
+    train_iter = iter(train_iter)
+    example, train_iter = _peek(train_iter)
+    got = jax.tree.leaves(example)[0].shape[0]
+    if got != local_bs:
+        raise ValueError(
+            f"train_iter yields batches of {got} examples; "
+            f"train.batch_size={config.batch_size} over "
+            f"{n_proc} process(es) needs {local_bs} per process"
+        )
+    trainer = Trainer(method, config, example, mesh=mesh)
+    mesh = trainer.mesh
+    if config.batch_size % mesh.shape[DATA_AXIS]:
+        raise ValueError(
+            f"train.batch_size {config.batch_size} not divisible by {mesh.shape[DATA_AXIS]} devices"
+        )
+
+    workdir = os.path.abspath(config.workdir)
+    os.makedirs(workdir, exist_ok=True)
+    ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep)
+    data_state = ckpt_lib.supports_data_state(train_iter)
+    latest = ckpt.latest_step()
+    if latest is not None and not config.resume:
+        raise ValueError(
+            f"{workdir} already holds checkpoint step {latest}; use resume or a new dir"
+        )
+    if latest is not None:
+        state = ckpt.restore(trainer.abstract_state(), data_iter=train_iter if data_state else None)
+        log.info("Resumed from %s at step %d", ckpt.directory, latest)
+    else:
+        state = trainer.init_state()
+    if not data_state:
+        log.warning(
+            "train_iter (%s) has no checkpointable state: a resumed run will not continue "
+            "the data stream where it stopped",
+            type(train_iter).__name__,
+        )
+
+    log.info(
+        "Mesh %s over %d %s device(s) in %d process(es); global batch %d (%d per process, %d per "
+        "device); %s parameters; inner objective: %s",
+        dict(mesh.shape),
+        mesh.size,
+        mesh.devices.flat[0].platform,
+        n_proc,
+        config.batch_size,
+        local_bs,
+        config.batch_size // mesh.size,
+        f"{trainer.num_params:,}",
+        trainer.has_inner,
     )
-  trainer = Trainer(method, config, example, mesh=mesh)
-  mesh = trainer.mesh
-  if config.batch_size % mesh.shape[DATA_AXIS]:
-    raise ValueError(
-        f"train.batch_size {config.batch_size} not divisible by {mesh.shape[DATA_AXIS]} devices"
+
+    experiment_config = config if experiment_config is None else experiment_config
+    start = int(jax.device_get(state.step))
+
+    def save(at_step: int, st: TrainState) -> None:
+        ckpt.save(
+            at_step, st, data_iter=train_iter if data_state else None, config=experiment_config
+        )
+
+    metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "a") if is_main else None
+    bar = tqdm.tqdm(
+        total=config.steps,
+        initial=start,
+        disable=not (config.progress and is_main),
+        dynamic_ncols=True,
     )
-
-  workdir = os.path.abspath(config.workdir)
-  os.makedirs(workdir, exist_ok=True)
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep)
-  data_state = ckpt_lib.supports_data_state(train_iter)
-  latest = ckpt.latest_step()
-  if latest is not None and not config.resume:
-    raise ValueError(f"{workdir} already holds checkpoint step {latest}; use resume or a new dir")
-  if latest is not None:
-    state = ckpt.restore(trainer.abstract_state(), data_iter=train_iter if data_state else None)
-    log.info("Resumed from %s at step %d", ckpt.directory, latest)
-  else:
-    state = trainer.init_state()
-  if not data_state:
-    log.warning("train_iter (%s) has no checkpointable state: a resumed run will not continue "
-                "the data stream where it stopped", type(train_iter).__name__)
-
-  log.info(
-      "Mesh %s over %d %s device(s) in %d process(es); global batch %d (%d per process, %d per "
-      "device); %s parameters; inner objective: %s", dict(mesh.shape), mesh.size,
-      mesh.devices.flat[0].platform, n_proc, config.batch_size, local_bs,
-      config.batch_size // mesh.size, f"{trainer.num_params:,}", trainer.has_inner,
-  )
-
-  experiment_config = config if experiment_config is None else experiment_config
-  start = int(jax.device_get(state.step))
-
-  def save(at_step: int, st: TrainState) -> None:
-    ckpt.save(at_step, st, data_iter=train_iter if data_state else None, config=experiment_config)
-
-  metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "a") if is_main else None
-  bar = tqdm.tqdm(total=config.steps, initial=start, disable=not (config.progress and is_main),
-                  dynamic_ncols=True)
-  stop = _StopFlag()
-  step, last_saved = start, start
-  t_last, step_last = time.perf_counter(), start
-  try:
-    with stop.installed():
-      while step < config.steps:
-        try:
-          local = next(train_iter)
-        except StopIteration:
-          log.warning("train_iter exhausted at step %d of %d", step, config.steps)
-          break
-        state, metrics = trainer.train_step(state, trainer.shard(local))
-        step += 1
-        bar.update(1)
-        if step % config.log_every == 0 or step == config.steps:
-          metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-          now = time.perf_counter()
-          metrics["examples_per_sec"] = (step - step_last) * config.batch_size / (now - t_last)
-          t_last, step_last = now, step
-          bar.set_postfix(loss=f"{metrics['loss']:.4f}",
-                          ex_s=f"{metrics['examples_per_sec']:.0f}")
-          if metrics_file is not None:
-            metrics_file.write(json.dumps({"step": step, **metrics}) + "\n")
-            metrics_file.flush()
-        if config.ckpt_every and step % config.ckpt_every == 0:
-          save(step, state)
-          last_saved = step
+    stop = _StopFlag()
+    step, last_saved = start, start
+    t_last, step_last = time.perf_counter(), start
+    try:
+        with stop.installed():
+            while step < config.steps:
+                try:
+                    local = next(train_iter)
+                except StopIteration:
+                    log.warning("train_iter exhausted at step %d of %d", step, config.steps)
+                    break
+                state, metrics = trainer.train_step(state, trainer.shard(local))
+                step += 1
+                bar.update(1)
+                if step % config.log_every == 0 or step == config.steps:
+                    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    now = time.perf_counter()
+                    metrics["examples_per_sec"] = (
+                        (step - step_last) * config.batch_size / (now - t_last)
+                    )
+                    t_last, step_last = now, step
+                    bar.set_postfix(
+                        loss=f"{metrics['loss']:.4f}", ex_s=f"{metrics['examples_per_sec']:.0f}"
+                    )
+                    if metrics_file is not None:
+                        metrics_file.write(json.dumps({"step": step, **metrics}) + "\n")
+                        metrics_file.flush()
+                if config.ckpt_every and step % config.ckpt_every == 0:
+                    save(step, state)
+                    last_saved = step
+                if stop.requested:
+                    break
+        if step != last_saved:
+            save(step, state)
         if stop.requested:
-          break
-    if step != last_saved:
-      save(step, state)
-    if stop.requested:
-      ckpt.wait_until_finished()
-      raise KeyboardInterrupt(f"interrupted at step {step}; checkpoint saved in {ckpt.directory}")
-  finally:
-    bar.close()
-    if metrics_file is not None:
-      metrics_file.close()
-    ckpt.close()
-  return state
+            ckpt.wait_until_finished()
+            raise KeyboardInterrupt(
+                f"interrupted at step {step}; checkpoint saved in {ckpt.directory}"
+            )
+    finally:
+        bar.close()
+        if metrics_file is not None:
+            metrics_file.close()
+        ckpt.close()
+    return state

@@ -35,17 +35,25 @@ from jaxmm.data import pipeline as pl
 
 def _source(args):
     if args.data_dir:
-        return builders.data_source("trifeature", "train", args.data_dir, config=args.config), \
-            args.config or "px32"
+        return builders.data_source(
+            "trifeature", "train", args.data_dir, config=args.config
+        ), args.config or "px32"
     cls = builders.builder_class("trifeature")
     base = cls.builder_configs[f"px{args.size}"]
-    cfg = dataclasses.replace(base, name=f"bench_px{args.size}", num_train_pairs=args.pairs,
-                              max_test_pairs=8, num_per_combination=1)
+    cfg = dataclasses.replace(
+        base,
+        name=f"bench_px{args.size}",
+        num_train_pairs=args.pairs,
+        max_test_pairs=8,
+        num_per_combination=1,
+    )
     tmp = tempfile.mkdtemp(prefix="bench_data_")
     t0 = time.perf_counter()
     builders.build("trifeature", tmp, config=cfg)
-    print(f"built {args.pairs} px{args.size} training pairs into {tmp} "
-          f"in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"built {args.pairs} px{args.size} training pairs into {tmp} "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     return builders.data_source("trifeature", "train", tmp, config=cfg), cfg.name
 
 
@@ -75,8 +83,11 @@ def _train_step():
     )
 
     mod = lambda name: ModalityConfig(name, "alexnet", {"variant": "small"}, "one_token")
-    cfg = ModelConfig(modalities=(mod("image1"), mod("image2")), fusion=FusionConfig(width=256),
-                      head=HeadConfig((512,), 128))
+    cfg = ModelConfig(
+        modalities=(mod("image1"), mod("image2")),
+        fusion=FusionConfig(width=256),
+        head=HeadConfig((512,), 128),
+    )
     model = build_model(cfg, rngs=nnx.Rngs(0))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     opt = optax.adam(1e-3)
@@ -113,25 +124,33 @@ def main(argv=None):
     source, config = _source(args)
     spec = pl.trifeature_spec(args.augment)
     b = args.batch_size
-    print(f"trifeature/{config} train: {len(source)} pairs, augment={args.augment}, batch {b}, "
-          f"{args.windows} windows x {args.window_batches} batches; "
-          f"jax {jax.__version__} on {jax.devices()[0].platform}")
+    print(
+        f"trifeature/{config} train: {len(source)} pairs, augment={args.augment}, batch {b}, "
+        f"{args.windows} windows x {args.window_batches} batches; "
+        f"jax {jax.__version__} on {jax.devices()[0].platform}"
+    )
     input_rates = {}
     for w in (int(x) for x in args.workers.split(",")):
-        it = pl.train_iterator(source, spec, batch_size=b, seed=0, num_workers=w,
-                               process_index=0, process_count=1)
+        it = pl.train_iterator(
+            source, spec, batch_size=b, seed=0, num_workers=w, process_index=0, process_count=1
+        )
         med, rates = _rate(lambda it=it: next(it), b, args.windows, args.window_batches)
         input_rates[w] = med
-        print(f"input  workers={w}: median {med:8.1f} examples/s  "
-              f"(windows: {', '.join(f'{r:.0f}' for r in rates)})")
+        print(
+            f"input  workers={w}: median {med:8.1f} examples/s  "
+            f"(windows: {', '.join(f'{r:.0f}' for r in rates)})"
+        )
         del it
 
     if args.no_step:
         print("model  skipped (--no-step)")
         return
     step, state = _train_step()
-    batch = jax.device_put(next(pl.train_iterator(source, spec, batch_size=b, seed=1,
-                                                  process_index=0, process_count=1)))
+    batch = jax.device_put(
+        next(
+            pl.train_iterator(source, spec, batch_size=b, seed=1, process_index=0, process_count=1)
+        )
+    )
 
     def one_step():
         nonlocal state
@@ -139,11 +158,14 @@ def main(argv=None):
         loss.block_until_ready()
 
     step_rate, rates = _rate(one_step, b, args.windows, args.window_batches)
-    print(f"model  step only: median {step_rate:8.1f} examples/s  "
-          f"(windows: {', '.join(f'{r:.0f}' for r in rates)})")
+    print(
+        f"model  step only: median {step_rate:8.1f} examples/s  "
+        f"(windows: {', '.join(f'{r:.0f}' for r in rates)})"
+    )
     best = max(input_rates, key=input_rates.get)
-    it = pl.train_iterator(source, spec, batch_size=b, seed=2, num_workers=best,
-                           process_index=0, process_count=1)
+    it = pl.train_iterator(
+        source, spec, batch_size=b, seed=2, num_workers=best, process_index=0, process_count=1
+    )
 
     def fed_step():
         nonlocal state
@@ -151,8 +173,10 @@ def main(argv=None):
         loss.block_until_ready()
 
     med, rates = _rate(fed_step, b, args.windows, args.window_batches)
-    print(f"model  fed by pipeline (workers={best}): median {med:8.1f} examples/s  "
-          f"(windows: {', '.join(f'{r:.0f}' for r in rates)})")
+    print(
+        f"model  fed by pipeline (workers={best}): median {med:8.1f} examples/s  "
+        f"(windows: {', '.join(f'{r:.0f}' for r in rates)})"
+    )
     print("slower side:", "input pipeline" if input_rates[best] < step_rate else "training step")
 
 

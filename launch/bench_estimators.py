@@ -75,11 +75,16 @@ def _memory(compiled) -> dict:
     if stats is None:
         return {"peak": None, "temp": None, "args_out": None, "total": None}
     peak = getattr(stats, "peak_memory_in_bytes", None)
-    args_out = int(stats.argument_size_in_bytes + stats.output_size_in_bytes
-                   - stats.alias_size_in_bytes)
+    args_out = int(
+        stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
+    )
     temp = int(stats.temp_size_in_bytes)
-    return {"peak": int(peak) if peak else None, "temp": temp, "args_out": args_out,
-            "total": temp + args_out}
+    return {
+        "peak": int(peak) if peak else None,
+        "temp": temp,
+        "args_out": args_out,
+        "total": temp + args_out,
+    }
 
 
 def measure(batch: int, dim: int, n_devices: int, repeats: int, warmup: int, seed: int) -> dict:
@@ -93,8 +98,12 @@ def measure(batch: int, dim: int, n_devices: int, repeats: int, warmup: int, see
         fn = jax.jit(_loss_and_grads)
         za, zb = jax.device_put(za), jax.device_put(zb)
     else:
-        mesh = jax.make_mesh((n_devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
-                             devices=jax.devices()[:n_devices])
+        mesh = jax.make_mesh(
+            (n_devices,),
+            ("data",),
+            axis_types=(jax.sharding.AxisType.Auto,),
+            devices=jax.devices()[:n_devices],
+        )
         sharding = jax.sharding.NamedSharding(mesh, P("data"))
         fn = jax.jit(_sharded_loss_and_grads(mesh))
         za, zb = jax.device_put(za, sharding), jax.device_put(zb, sharding)
@@ -107,8 +116,14 @@ def measure(batch: int, dim: int, n_devices: int, repeats: int, warmup: int, see
         jax.block_until_ready(compiled(za, zb))
         times.append(time.perf_counter() - start)
     loss = float(compiled(za, zb)[0])
-    return {"batch": batch, "dim": dim, "devices": n_devices, "median_ms": 1e3 *
-            statistics.median(times), "loss": loss, **_memory(compiled)}
+    return {
+        "batch": batch,
+        "dim": dim,
+        "devices": n_devices,
+        "median_ms": 1e3 * statistics.median(times),
+        "loss": loss,
+        **_memory(compiled),
+    }
 
 
 def _child(n_devices: int, args) -> list[dict]:
@@ -117,10 +132,24 @@ def _child(n_devices: int, args) -> list[dict]:
     flags = env.get("XLA_FLAGS", "")
     env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n_devices}".strip()
     env["JAX_PLATFORMS"] = "cpu"
-    cmd = [sys.executable, "-m", "launch.bench_estimators", "--devices", str(n_devices),
-           "--batches", ",".join(map(str, args.batches)), "--dim", str(args.dim),
-           "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--seed", str(args.seed),
-           "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "launch.bench_estimators",
+        "--devices",
+        str(n_devices),
+        "--batches",
+        ",".join(map(str, args.batches)),
+        "--dim",
+        str(args.dim),
+        "--repeats",
+        str(args.repeats),
+        "--warmup",
+        str(args.warmup),
+        "--seed",
+        str(args.seed),
+        "--json",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{n_devices}-device child failed:\n{proc.stderr[-4000:]}")
@@ -132,19 +161,26 @@ def _mib(n) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = (f"{'B':>6} {'devices':>7} {'fwd+bwd ms':>11} {'total MiB':>10} {'temp MiB':>9} "
-            f"{'args+out MiB':>12} {'xla peak MiB':>12} {'loss':>8}")
+    head = (
+        f"{'B':>6} {'devices':>7} {'fwd+bwd ms':>11} {'total MiB':>10} {'temp MiB':>9} "
+        f"{'args+out MiB':>12} {'xla peak MiB':>12} {'loss':>8}"
+    )
     lines = [head, "-" * len(head)]
     for r in sorted(rows, key=lambda r: (r["batch"], r["devices"])):
-        lines.append(f"{r['batch']:>6} {r['devices']:>7} {r['median_ms']:>11.3f} "
-                     f"{_mib(r['total']):>10} {_mib(r['temp']):>9} {_mib(r['args_out']):>12} "
-                     f"{_mib(r['peak']):>12} {r['loss']:>8.4f}")
+        lines.append(
+            f"{r['batch']:>6} {r['devices']:>7} {r['median_ms']:>11.3f} "
+            f"{_mib(r['total']):>10} {_mib(r['temp']):>9} {_mib(r['args_out']):>12} "
+            f"{_mib(r['peak']):>12} {r['loss']:>8.4f}"
+        )
     return "\n".join(lines)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m launch.bench_estimators", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m launch.bench_estimators",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ints = lambda s: [int(v) for v in s.split(",")]
     p.add_argument("--batches", type=ints, default=[256, 1024, 4096], help="global batch sizes")
     p.add_argument("--dim", type=int, default=128, help="embedding dimension")
@@ -164,16 +200,19 @@ def main(argv=None) -> list[dict]:
     rows = []
     for n in args.devices:
         if n <= jax.device_count():
-            rows += [measure(b, args.dim, n, args.repeats, args.warmup, args.seed)
-                     for b in args.batches]
+            rows += [
+                measure(b, args.dim, n, args.repeats, args.warmup, args.seed) for b in args.batches
+            ]
         else:
             rows += _child(n, args)
     if args.json:
         print(json.dumps(rows))
     else:
-        print(f"clip_loss value_and_grad, d={args.dim}, backend={jax.default_backend()} "
-              f"({jax.devices()[0].device_kind}), jax {jax.__version__}, median of "
-              f"{args.repeats} calls; memory = XLA compile-time estimate per device")
+        print(
+            f"clip_loss value_and_grad, d={args.dim}, backend={jax.default_backend()} "
+            f"({jax.devices()[0].device_kind}), jax {jax.__version__}, median of "
+            f"{args.repeats} calls; memory = XLA compile-time estimate per device"
+        )
         print(format_table(rows))
         # The gathered loss must equal the single-device loss on the same global batch.
         by = {}

@@ -25,9 +25,14 @@ from jaxmm.models import FusionConfig, HeadConfig, ModalityConfig, ModelConfig, 
 def trifeature_config(dtype: str, width: int = 256) -> ModelConfig:
     img = dict(in_channels=3, pool=False, out_dim=width)
     return ModelConfig(
-        modalities=(ModalityConfig("image1", "alexnet", img, "patch"),
-                    ModalityConfig("image2", "alexnet", img, "patch")),
-        fusion=FusionConfig(width=width), head=HeadConfig((512, 512), 256), dtype=dtype)
+        modalities=(
+            ModalityConfig("image1", "alexnet", img, "patch"),
+            ModalityConfig("image2", "alexnet", img, "patch"),
+        ),
+        fusion=FusionConfig(width=width),
+        head=HeadConfig((512, 512), 256),
+        dtype=dtype,
+    )
 
 
 def nt_xent(z1: jax.Array, z2: jax.Array, temperature: float = 0.1) -> jax.Array:
@@ -52,8 +57,13 @@ def bench(batch: int, image: int, dtype: str, repeats: int) -> tuple[float, floa
 
     step = jax.jit(jax.value_and_grad(loss_fn))
     rng = np.random.default_rng(0)
-    views = [{k: jnp.asarray(rng.normal(size=(batch, image, image, 3)), jnp.float32)
-              for k in ("image1", "image2")} for _ in range(2)]
+    views = [
+        {
+            k: jnp.asarray(rng.normal(size=(batch, image, image, 3)), jnp.float32)
+            for k in ("image1", "image2")
+        }
+        for _ in range(2)
+    ]
     compiled = step.lower(params, views).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
@@ -74,22 +84,36 @@ def main() -> None:
     p.add_argument("--image", type=int, nargs="+", default=[32, 64])
     p.add_argument("--dtype", nargs="+", default=["float32", "bfloat16"])
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--peak-tflops", type=float, default=None,
-                   help="accelerator peak (dense, this dtype) for utilisation")
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="accelerator peak (dense, this dtype) for utilisation",
+    )
     args = p.parse_args()
     backend = jax.default_backend()
-    print(f"backend={backend} devices={jax.devices()[0].device_kind} (x{len(jax.devices())}, "
-          f"benchmark uses one)")
-    print(f"{'image':>5} {'batch':>5} {'dtype':>8} {'ex/s':>10} {'GFLOP/ex':>9} {'TFLOP/s':>8}"
-          f" {'util':>6}")
+    print(
+        f"backend={backend} devices={jax.devices()[0].device_kind} (x{len(jax.devices())}, "
+        f"benchmark uses one)"
+    )
+    print(
+        f"{'image':>5} {'batch':>5} {'dtype':>8} {'ex/s':>10} {'GFLOP/ex':>9} {'TFLOP/s':>8}"
+        f" {'util':>6}"
+    )
     for image in args.image:
         for batch in args.batch:
             for dtype in args.dtype:
                 ex_s, flop_ex, flop_s = bench(batch, image, dtype, args.repeats)
-                util = (f"{flop_s / 1e12 / args.peak_tflops:6.1%}"
-                        if args.peak_tflops and backend != "cpu" else "   n/a")
-                print(f"{image:5d} {batch:5d} {dtype:>8} {ex_s:10.1f} {flop_ex / 1e9:9.3f} "
-                      f"{flop_s / 1e12:8.4f} {util}", flush=True)
+                util = (
+                    f"{flop_s / 1e12 / args.peak_tflops:6.1%}"
+                    if args.peak_tflops and backend != "cpu"
+                    else "   n/a"
+                )
+                print(
+                    f"{image:5d} {batch:5d} {dtype:>8} {ex_s:10.1f} {flop_ex / 1e9:9.3f} "
+                    f"{flop_s / 1e12:8.4f} {util}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

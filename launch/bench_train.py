@@ -25,134 +25,196 @@ import time
 
 
 def _row(name, variant, overrides, batch_size, dtype, steps, warmup, peak_tflops):
-  import jax
-  import numpy as np
+    import jax
+    import numpy as np
 
-  from jaxmm import experiment as ex
-  from jaxmm import train as train_lib
-  from launch import configs
+    from jaxmm import experiment as ex
+    from jaxmm import train as train_lib
+    from launch import configs
 
-  cfg = configs.get_config(name, variant)
-  cfg = ex.override(cfg, [*overrides, f"train.batch_size={batch_size}", f"model.dtype={dtype}",
-                          "train.steps=1000000"])
-  spec = ex.example_spec(cfg, batch_size=batch_size)
-  rs = np.random.default_rng(0)
+    cfg = configs.get_config(name, variant)
+    cfg = ex.override(
+        cfg,
+        [
+            *overrides,
+            f"train.batch_size={batch_size}",
+            f"model.dtype={dtype}",
+            "train.steps=1000000",
+        ],
+    )
+    spec = ex.example_spec(cfg, batch_size=batch_size)
+    rs = np.random.default_rng(0)
 
-  def leaf(s):
-    if s.dtype == np.bool_:
-      return np.ones(s.shape, bool)
-    if np.issubdtype(s.dtype, np.integer):
-      return rs.integers(0, 2, s.shape).astype(s.dtype)
-    return rs.standard_normal(s.shape).astype(s.dtype)
+    def leaf(s):
+        if s.dtype == np.bool_:
+            return np.ones(s.shape, bool)
+        if np.issubdtype(s.dtype, np.integer):
+            return rs.integers(0, 2, s.shape).astype(s.dtype)
+        return rs.standard_normal(s.shape).astype(s.dtype)
 
-  local = jax.tree.map(leaf, spec)
-  method = ex.build_method(cfg)
-  trainer = train_lib.Trainer(method, ex.train_config(cfg), local)
-  state = trainer.init_state()
-  batch = trainer.shard(local)
-  t0 = time.perf_counter()
-  compiled = trainer.train_step.lower(state, batch).compile()
-  compile_s = time.perf_counter() - t0
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list | tuple) else cost
-  # XLA reports the per-device (SPMD-partitioned) program's FLOPs: scale to the whole mesh.
-  flops = (float(cost.get("flops", 0.0)) if cost else 0.0) * trainer.mesh.size
-  times = []
-  for i in range(warmup + steps):
-    t = time.perf_counter()
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics["loss"])
-    if i >= warmup:
-      times.append(time.perf_counter() - t)
-  med = statistics.median(times)
-  row = {"config": f"{name}/{variant}", "devices": trainer.mesh.size,
-         "platform": jax.devices()[0].platform, "batch": batch_size, "dtype": dtype,
-         "params": trainer.num_params, "compile_s": compile_s, "step_ms": 1e3 * med,
-         "steps_per_s": 1 / med, "examples_per_s": batch_size / med, "xla_flops": flops,
-         "tflops_per_s": flops / med / 1e12}
-  if peak_tflops:
-    row["utilisation"] = row["tflops_per_s"] / peak_tflops
-  return row
+    local = jax.tree.map(leaf, spec)
+    method = ex.build_method(cfg)
+    trainer = train_lib.Trainer(method, ex.train_config(cfg), local)
+    state = trainer.init_state()
+    batch = trainer.shard(local)
+    t0 = time.perf_counter()
+    compiled = trainer.train_step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - t0
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    # XLA reports the per-device (SPMD-partitioned) program's FLOPs: scale to the whole mesh.
+    flops = (float(cost.get("flops", 0.0)) if cost else 0.0) * trainer.mesh.size
+    times = []
+    for i in range(warmup + steps):
+        t = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready(metrics["loss"])
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    row = {
+        "config": f"{name}/{variant}",
+        "devices": trainer.mesh.size,
+        "platform": jax.devices()[0].platform,
+        "batch": batch_size,
+        "dtype": dtype,
+        "params": trainer.num_params,
+        "compile_s": compile_s,
+        "step_ms": 1e3 * med,
+        "steps_per_s": 1 / med,
+        "examples_per_s": batch_size / med,
+        "xla_flops": flops,
+        "tflops_per_s": flops / med / 1e12,
+    }
+    if peak_tflops:
+        row["utilisation"] = row["tflops_per_s"] / peak_tflops
+    return row
 
 
 def _print_table(rows):
-  cols = ["config", "devices", "platform", "batch", "dtype", "compile_s", "step_ms",
-          "steps_per_s", "examples_per_s", "tflops_per_s"]
-  if any("utilisation" in r for r in rows):
-    cols.append("utilisation")
-  print(" | ".join(cols))
-  print(" | ".join("---" for _ in cols))
-  for r in rows:
-    cells = []
-    for c in cols:
-      v = r.get(c, "")
-      cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
-    print(" | ".join(cells))
+    cols = [
+        "config",
+        "devices",
+        "platform",
+        "batch",
+        "dtype",
+        "compile_s",
+        "step_ms",
+        "steps_per_s",
+        "examples_per_s",
+        "tflops_per_s",
+    ]
+    if any("utilisation" in r for r in rows):
+        cols.append("utilisation")
+    print(" | ".join(cols))
+    print(" | ".join("---" for _ in cols))
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+        print(" | ".join(cells))
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m launch.bench_train", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--config", default="comm_trifeature")
-  p.add_argument("--variant", default=None, help="config variant (default: the full run's)")
-  p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-  p.add_argument("--batch-sizes", default="8,16,32")
-  p.add_argument("--devices", default="1,8", help="device counts; >1 runs in a subprocess")
-  p.add_argument("--dtypes", default="float32,bfloat16")
-  p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
-  p.add_argument("--warmup", type=int, default=2)
-  p.add_argument("--peak-tflops", type=float, default=None,
-                 help="peak dense TFLOP/s of ONE device, for the utilisation column")
-  p.add_argument("--json", default=None, help="also write the rows to this file")
-  p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-  args = p.parse_args(argv)
-  sizes = [int(b) for b in args.batch_sizes.split(",")]
-  dtypes = args.dtypes.split(",")
-  counts = [int(d) for d in args.devices.split(",")]
+    p = argparse.ArgumentParser(
+        prog="python -m launch.bench_train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", default="comm_trifeature")
+    p.add_argument("--variant", default=None, help="config variant (default: the full run's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--batch-sizes", default="8,16,32")
+    p.add_argument("--devices", default="1,8", help="device counts; >1 runs in a subprocess")
+    p.add_argument("--dtypes", default="float32,bfloat16")
+    p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="peak dense TFLOP/s of ONE device, for the utilisation column",
+    )
+    p.add_argument("--json", default=None, help="also write the rows to this file")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    dtypes = args.dtypes.split(",")
+    counts = [int(d) for d in args.devices.split(",")]
 
-  if args.child:
-    import jax
+    if args.child:
+        import jax
 
-    n = jax.device_count()
-    rows = [_row(args.config, args.variant, args.overrides, b, dt, args.steps, args.warmup,
-                 args.peak_tflops and args.peak_tflops * n)
-            for dt in dtypes for b in sizes if b % n == 0]
-    print("BENCH_ROWS " + json.dumps(rows))
+        n = jax.device_count()
+        rows = [
+            _row(
+                args.config,
+                args.variant,
+                args.overrides,
+                b,
+                dt,
+                args.steps,
+                args.warmup,
+                args.peak_tflops and args.peak_tflops * n,
+            )
+            for dt in dtypes
+            for b in sizes
+            if b % n == 0
+        ]
+        print("BENCH_ROWS " + json.dumps(rows))
+        return 0
+
+    rows = []
+    for n in counts:
+        env = dict(os.environ)
+        flags = env.get("XLA_FLAGS", "")
+        flags = " ".join(
+            f for f in flags.split() if "xla_force_host_platform_device_count" not in f
+        )
+        platforms = env.get("JAX_PLATFORMS", "")
+        if n > 1 and platforms in ("", "cpu"):
+            flags += f" --xla_force_host_platform_device_count={n}"
+        env["XLA_FLAGS"] = flags.strip()
+        cmd = [
+            sys.executable,
+            "-m",
+            "launch.bench_train",
+            "--child",
+            "--config",
+            args.config,
+            "--batch-sizes",
+            args.batch_sizes,
+            "--dtypes",
+            args.dtypes,
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+        ]
+        cmd += ["--variant", args.variant] if args.variant else []
+        cmd += ["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else []
+        for o in args.overrides:
+            cmd += ["--set", o]
+        # Each device count in its own process: the device count is fixed when jax starts.
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        lines = [ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_ROWS ")]
+        if out.returncode or not lines:
+            sys.stderr.write(out.stderr[-4000:])
+            raise RuntimeError(f"benchmark child for {n} device(s) failed (rc {out.returncode})")
+        child_rows = json.loads(lines[-1][len("BENCH_ROWS ") :])
+        if child_rows and child_rows[0]["devices"] != n:
+            print(
+                f"note: asked for {n} device(s), the child saw {child_rows[0]['devices']}",
+                file=sys.stderr,
+            )
+        rows += child_rows
+    _print_table(rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
     return 0
-
-  rows = []
-  for n in counts:
-    env = dict(os.environ)
-    flags = env.get("XLA_FLAGS", "")
-    flags = " ".join(f for f in flags.split() if "xla_force_host_platform_device_count" not in f)
-    platforms = env.get("JAX_PLATFORMS", "")
-    if n > 1 and platforms in ("", "cpu"):
-      flags += f" --xla_force_host_platform_device_count={n}"
-    env["XLA_FLAGS"] = flags.strip()
-    cmd = [sys.executable, "-m", "launch.bench_train", "--child", "--config", args.config,
-           "--batch-sizes", args.batch_sizes, "--dtypes", args.dtypes, "--steps",
-           str(args.steps), "--warmup", str(args.warmup)]
-    cmd += ["--variant", args.variant] if args.variant else []
-    cmd += ["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else []
-    for o in args.overrides:
-      cmd += ["--set", o]
-    # Each device count in its own process: the device count is fixed when jax starts.
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_ROWS ")]
-    if out.returncode or not lines:
-      sys.stderr.write(out.stderr[-4000:])
-      raise RuntimeError(f"benchmark child for {n} device(s) failed (rc {out.returncode})")
-    child_rows = json.loads(lines[-1][len("BENCH_ROWS "):])
-    if child_rows and child_rows[0]["devices"] != n:
-      print(f"note: asked for {n} device(s), the child saw {child_rows[0]['devices']}",
-            file=sys.stderr)
-    rows += child_rows
-  _print_table(rows)
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(rows, f, indent=1)
-  return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+    sys.exit(main())

@@ -107,12 +107,17 @@ class _SoftplusScores(nnx.Module):
 def _make_critic(args, rngs: nnx.Rngs) -> nnx.Module:
     if args.critic == "separable":
         critic = critics.SeparableCritic(
-            args.dim, args.dim, hidden=args.hidden, embed_dim=args.embed_dim,
-            layers=args.layers, rngs=rngs,
+            args.dim,
+            args.dim,
+            hidden=args.hidden,
+            embed_dim=args.embed_dim,
+            layers=args.layers,
+            rngs=rngs,
         )
     else:
-        critic = critics.ConcatCritic(args.dim, args.dim, hidden=args.hidden,
-                                      layers=args.layers, rngs=rngs)
+        critic = critics.ConcatCritic(
+            args.dim, args.dim, hidden=args.hidden, layers=args.layers, rngs=rngs
+        )
     return _SoftplusScores(critic) if args.softplus_scores else critic
 
 
@@ -145,8 +150,9 @@ def build_learners(args) -> list[Learner]:
         Learner("infonce", lambda rngs: _make_critic(args, rngs), infonce_objective),
         Learner(
             "club",
-            lambda rngs: critics.GaussianConditional(args.dim, args.dim, hidden=args.hidden,
-                                                     rngs=rngs),
+            lambda rngs: critics.GaussianConditional(
+                args.dim, args.dim, hidden=args.hidden, rngs=rngs
+            ),
             club_objective,
         ),
     ]
@@ -159,8 +165,11 @@ def build_learners(args) -> list[Learner]:
 
     learners += [
         _critic_learner("nwj", estimators.nwj_lower_bound, args),
-        Learner("tuba", lambda rngs: _TubaModel(_make_critic(args, rngs), args.dim, args.hidden,
-                                                rngs=rngs), tuba_objective),
+        Learner(
+            "tuba",
+            lambda rngs: _TubaModel(_make_critic(args, rngs), args.dim, args.hidden, rngs=rngs),
+            tuba_objective,
+        ),
         _critic_learner("dv", estimators.dv_lower_bound, args),
         _critic_learner("js", estimators.js_lower_bound, args),
         _critic_learner("smile", lambda s: estimators.smile_lower_bound(s, clip=5.0), args),
@@ -234,21 +243,26 @@ def summarise(table: dict[str, np.ndarray], columns, mi_levels, steps_per_level)
         stop = (level + 1) * steps_per_level
         for col in columns:
             window = table[col][stop - late : stop]
-            rows.append({
-                "true_mi": mi,
-                "estimator": col,
-                "mean": float(np.mean(window)),
-                "bias": float(np.mean(window) - mi),
-                "std": float(np.std(window)),
-            })
+            rows.append(
+                {
+                    "true_mi": mi,
+                    "estimator": col,
+                    "mean": float(np.mean(window)),
+                    "bias": float(np.mean(window) - mi),
+                    "std": float(np.std(window)),
+                }
+            )
     return rows
 
 
 def format_summary(rows, columns, mi_levels, dim) -> str:
     by_key = {(r["true_mi"], r["estimator"]): r for r in rows}
     width = 16
-    head = (f"{'true MI':>8} | " + " | ".join(f"{LABELS[c]:>{width}}" for c in columns)
-            + f" | {'CLUB at q=p':>11}")
+    head = (
+        f"{'true MI':>8} | "
+        + " | ".join(f"{LABELS[c]:>{width}}" for c in columns)
+        + f" | {'CLUB at q=p':>11}"
+    )
     lines = [head, "-" * len(head)]
     for mi in mi_levels:
         cells = []
@@ -257,8 +271,10 @@ def format_summary(rows, columns, mi_levels, dim) -> str:
             cells.append(f"{r['mean']:>7.3f} ({r['bias']:+6.2f})".rjust(width))
         ref = club_at_true_conditional(mi, dim)
         lines.append(f"{mi:>8.2f} | " + " | ".join(cells) + f" | {ref:>11.3f}")
-    lines.append("cells: mean over the last 20% of each level's steps (bias = mean - true MI); "
-                 "CLUB at q=p: d rho^2/(1 - rho^2),")
+    lines.append(
+        "cells: mean over the last 20% of each level's steps (bias = mean - true MI); "
+        "CLUB at q=p: d rho^2/(1 - rho^2),"
+    )
     lines.append("the closed-form value that CLUB and NCE-CLUB reach with perfect q / critic.")
     return "\n".join(lines)
 
@@ -286,18 +302,30 @@ def plot(table, columns, args, path):
         ax.plot(step, truth, "k--", linewidth=1.2, label="true MI")
         if p == 0:
             ref = [club_at_true_conditional(m, args.dim) for m in truth[:: args.steps_per_level]]
-            ax.plot(step, np.repeat(ref, args.steps_per_level), color="grey", linestyle="-.",
-                    linewidth=1.0, label="CLUB at q = p(y|x)")
-        ax.axhline(math.log(args.batch_size), color="grey", linestyle=":", linewidth=1.0,
-                   label=f"log K = {math.log(args.batch_size):.2f}")
+            ax.plot(
+                step,
+                np.repeat(ref, args.steps_per_level),
+                color="grey",
+                linestyle="-.",
+                linewidth=1.0,
+                label="CLUB at q = p(y|x)",
+            )
+        ax.axhline(
+            math.log(args.batch_size),
+            color="grey",
+            linestyle=":",
+            linewidth=1.0,
+            label=f"log K = {math.log(args.batch_size):.2f}",
+        )
         # Exploding NWJ/DV estimates would flatten every other curve: clip the view, not the data.
         ax.set_ylim(-1.0, min(top, 4.0 * max(args.mi_levels) + 2.0))
         ax.set_xlabel("step")
         ax.set_ylabel("MI (nats)")
-        ax.set_title(f"Gaussian, dim={args.dim}, {args.critic} critic" if p == 0
-                     else LABELS[panel[0]])
+        ax.set_title(
+            f"Gaussian, dim={args.dim}, {args.critic} critic" if p == 0 else LABELS[panel[0]]
+        )
         ax.legend(fontsize=7, loc="upper left")
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -312,23 +340,39 @@ def parse_args(argv=None):
     )
     p.add_argument("--out", default="outputs/bounds", help="output directory")
     p.add_argument("--dim", type=int, default=20, choices=DIMS, help="dimension d of x and y")
-    p.add_argument("--mi-levels", type=lambda s: [float(v) for v in s.split(",")],
-                   default=[2.0, 4.0, 6.0, 8.0, 10.0], help="true MI staircase, nats, comma list")
+    p.add_argument(
+        "--mi-levels",
+        type=lambda s: [float(v) for v in s.split(",")],
+        default=[2.0, 4.0, 6.0, 8.0, 10.0],
+        help="true MI staircase, nats, comma list",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="K, samples per step")
-    p.add_argument("--steps-per-level", type=int, default=4000,
-                   help="training steps at each MI level (4000 as in Poole et al. and FactorCL)")
+    p.add_argument(
+        "--steps-per-level",
+        type=int,
+        default=4000,
+        help="training steps at each MI level (4000 as in Poole et al. and FactorCL)",
+    )
     p.add_argument("--critic", choices=("separable", "concat"), default="separable")
     p.add_argument("--hidden", type=int, default=256, help="MLP width (critics and CLUB's q)")
     p.add_argument("--layers", type=int, default=2, help="hidden layers of the critic MLPs")
     p.add_argument("--embed-dim", type=int, default=32, help="separable critic embedding size")
-    p.add_argument("--softplus-scores", action="store_true",
-                   help="pass critic scores through softplus (FactorCL's Gaussian notebook uses "
-                   "a concat critic, 1 hidden layer of 512, softplus head, lr 5e-3)")
+    p.add_argument(
+        "--softplus-scores",
+        action="store_true",
+        help="pass critic scores through softplus (FactorCL's Gaussian notebook uses "
+        "a concat critic, 1 hidden layer of 512, softplus head, lr 5e-3)",
+    )
     p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate of the critics")
-    p.add_argument("--club-lr", type=float, default=None,
-                   help="Adam learning rate of CLUB's q(y|x) (default: --lr)")
-    p.add_argument("--all-bounds", action="store_true",
-                   help="also train NWJ, TUBA, DV, JS and SMILE critics")
+    p.add_argument(
+        "--club-lr",
+        type=float,
+        default=None,
+        help="Adam learning rate of CLUB's q(y|x) (default: --lr)",
+    )
+    p.add_argument(
+        "--all-bounds", action="store_true", help="also train NWJ, TUBA, DV, JS and SMILE critics"
+    )
     p.add_argument("--cubic", action="store_true", help="y -> y^3 (MI unchanged)")
     p.add_argument("--ema-span", type=float, default=200.0, help="EMA span of the plot")
     p.add_argument("--seed", type=int, default=0)
@@ -364,8 +408,9 @@ def run(args) -> dict:
     total = args.steps_per_level * len(args.mi_levels)
     out = {c: [] for c in columns}
     start = time.perf_counter()
-    with tqdm(total=total, desc=f"bounds d={args.dim}", disable=args.no_progress,
-              file=sys.stderr) as bar:
+    with tqdm(
+        total=total, desc=f"bounds d={args.dim}", disable=args.no_progress, file=sys.stderr
+    ) as bar:
         for level, mi in enumerate(args.mi_levels):
             rho = jnp.float32(rho_for_mi(mi, args.dim))
             for first in range(0, args.steps_per_level, chunk):
@@ -391,15 +436,23 @@ def write_outputs(result, args) -> None:
         writer = csv.writer(f)
         writer.writerow(["step", "true_mi", *columns])
         for t in range(len(table["step"])):
-            writer.writerow([int(table["step"][t]), f"{table['true_mi'][t]:g}",
-                             *(f"{table[c][t]:.6g}" for c in columns)])
+            writer.writerow(
+                [
+                    int(table["step"][t]),
+                    f"{table['true_mi'][t]:g}",
+                    *(f"{table[c][t]:.6g}" for c in columns),
+                ]
+            )
     with open(os.path.join(args.out, "summary.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["true_mi", "estimator", "mean", "bias", "std"])
         writer.writeheader()
         writer.writerows(result["summary"])
     with open(os.path.join(args.out, "config.json"), "w") as f:
-        json.dump({**vars(args), "train_seconds": result["seconds"],
-                   "jax_version": jax.__version__}, f, indent=2)
+        json.dump(
+            {**vars(args), "train_seconds": result["seconds"], "jax_version": jax.__version__},
+            f,
+            indent=2,
+        )
     plot(table, columns, args, os.path.join(args.out, "bounds.png"))
 
 
@@ -407,8 +460,10 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     result = run(args)
     write_outputs(result, args)
-    print(f"\nGaussian d={args.dim}, K={args.batch_size}, {args.critic} critic, "
-          f"{args.steps_per_level} steps/level, {result['seconds']:.1f} s of training")
+    print(
+        f"\nGaussian d={args.dim}, K={args.batch_size}, {args.critic} critic, "
+        f"{args.steps_per_level} steps/level, {result['seconds']:.1f} s of training"
+    )
     print(format_summary(result["summary"], result["columns"], args.mi_levels, args.dim))
     print(f"wrote {args.out}/bounds.csv, bounds.png, summary.csv")
     return result

@@ -47,36 +47,50 @@ PAPER_RUS: dict[str, dict[str, float]] = {
     "factorcl": {"redundancy": 99.8, "uniqueness": 62.5, "synergy": 46.5},
     "comm": {"redundancy": 99.9, "uniqueness": 87.8, "synergy": 71.9},
 }
-METHOD_LABELS = {"comm": "CoMM", "cross": "Cross", "cross_self": "Cross+Self",
-                 "factorcl": "FactorCL"}
+METHOD_LABELS = {
+    "comm": "CoMM",
+    "cross": "Cross",
+    "cross_self": "Cross+Self",
+    "factorcl": "FactorCL",
+}
 GROUPS = ("redundancy", "uniqueness", "synergy")
 # (experiment, trifeature config variant, probed tasks)
 EXPERIMENTS = (
     ("rus", None, ("shape", "texture1", "texture2")),
     ("synergy", "biased", ("synergy",)),
 )
-_REGISTRY = {"comm": "comm_trifeature", "cross": "cross_trifeature",
-             "cross_self": "crossself_trifeature", "factorcl": "factorcl_trifeature"}
+_REGISTRY = {
+    "comm": "comm_trifeature",
+    "cross": "cross_trifeature",
+    "cross_self": "crossself_trifeature",
+    "factorcl": "factorcl_trifeature",
+}
 
 log = logging.getLogger("launch.demo")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m launch.demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m launch.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", default="outputs/demo", help="output directory")
-    p.add_argument("--methods", default="comm,cross",
-                   help=f"comma-separated, from {sorted(_REGISTRY)}")
+    p.add_argument(
+        "--methods", default="comm,cross", help=f"comma-separated, from {sorted(_REGISTRY)}"
+    )
     p.add_argument("--steps", type=int, default=400, help="pre-training steps per run")
     p.add_argument("--batch-size", type=int, default=64, help="pre-training batch size")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (constant)")
     p.add_argument("--channels", default="16,32,64,64,64", help="AlexNet conv widths")
-    p.add_argument("--width", type=int, default=64,
-                   help="embedding / fusion / projection width")
+    p.add_argument("--width", type=int, default=64, help="embedding / fusion / projection width")
     p.add_argument("--data-dir", default="data", help="TFDS data directory")
     p.add_argument("--seed", type=int, default=0, help="initialisation and data seed")
-    p.add_argument("--tiny", action="store_true",
-                   help="the configs' smoke variant (64 pairs, 4-channel AlexNet): for tests")
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the configs' smoke variant (64 pairs, 4-channel AlexNet): for tests",
+    )
     p.add_argument("--no-progress", action="store_true", help="no training progress bars")
     return p
 
@@ -94,18 +108,25 @@ def demo_config(method: str, variant: str | None, args: argparse.Namespace):
     if args.tiny:
         cfg = configs.get_config(name, "smoke")
         if variant == "biased":
-            cfg = dataclasses.replace(cfg, data=dataclasses.replace(
-                cfg.data, builder_config="px32_biased"))
+            cfg = dataclasses.replace(
+                cfg, data=dataclasses.replace(cfg.data, builder_config="px32_biased")
+            )
     else:
         cfg = configs.get_config(name, variant)
         channels = tuple(int(c) for c in args.channels.split(","))
         w = args.width
-        mods = tuple(dataclasses.replace(
-            m, encoder_kwargs={**m.encoder_kwargs, "channels": channels, "out_dim": w})
-            for m in cfg.model.modalities)
-        model = dataclasses.replace(cfg.model, modalities=mods,
-                                    fusion=FusionConfig(width=w, num_layers=1, num_heads=4),
-                                    head=HeadConfig((w,), w))
+        mods = tuple(
+            dataclasses.replace(
+                m, encoder_kwargs={**m.encoder_kwargs, "channels": channels, "out_dim": w}
+            )
+            for m in cfg.model.modalities
+        )
+        model = dataclasses.replace(
+            cfg.model,
+            modalities=mods,
+            fusion=FusionConfig(width=w, num_layers=1, num_heads=4),
+            head=HeadConfig((w,), w),
+        )
         mcfg = cfg.method.config
         if method == "cross":
             mcfg = dataclasses.replace(mcfg, proj_dim=w)
@@ -113,19 +134,30 @@ def demo_config(method: str, variant: str | None, args: argparse.Namespace):
             mcfg = CrossSelfConfig(proj_dim=w, head_hidden_dims=(4 * w, 4 * w))
         elif method == "factorcl":
             mcfg = dataclasses.replace(mcfg, critic_hidden=4 * w)
-        cfg = dataclasses.replace(cfg, model=model, epochs=None,
-                                  method=dataclasses.replace(cfg.method, config=mcfg))
+        cfg = dataclasses.replace(
+            cfg, model=model, epochs=None, method=dataclasses.replace(cfg.method, config=mcfg)
+        )
     exp = "synergy" if variant == "biased" else "rus"
     workdir = os.path.join(args.out, "runs", f"{method}_{exp}")
     cfg = dataclasses.replace(cfg, name=f"demo_{method}_{exp}", epochs=None)
-    return experiment.override(cfg, [
-        f"train.steps={args.steps}", f"train.batch_size={args.batch_size}",
-        f"train.workdir={workdir}", "train.ckpt_every=0", "train.keep=1",
-        f"train.log_every={max(1, min(50, args.steps))}", f"train.seed={args.seed}",
-        f"train.progress={not args.no_progress}", f"data.seed={args.seed}",
-        f"data.data_dir={args.data_dir}", f"optimizer.lr={args.lr}",
-        "optimizer.schedule=constant", "optimizer.warmup_steps=0",
-    ])
+    return experiment.override(
+        cfg,
+        [
+            f"train.steps={args.steps}",
+            f"train.batch_size={args.batch_size}",
+            f"train.workdir={workdir}",
+            "train.ckpt_every=0",
+            "train.keep=1",
+            f"train.log_every={max(1, min(50, args.steps))}",
+            f"train.seed={args.seed}",
+            f"train.progress={not args.no_progress}",
+            f"data.seed={args.seed}",
+            f"data.data_dir={args.data_dir}",
+            f"optimizer.lr={args.lr}",
+            "optimizer.schedule=constant",
+            "optimizer.warmup_steps=0",
+        ],
+    )
 
 
 def run_one(cfg) -> tuple[dict[str, Any], dict[str, float]]:
@@ -157,8 +189,10 @@ def summarise(reports: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[st
                 continue
             vals = [report["tasks"][n]["metrics"]["balanced_accuracy"] for n in names]
             chance = [report["tasks"][n]["chance"]["balanced_accuracy"] for n in names]
-            out.setdefault(method, {})[group] = {"value": 100 * sum(vals) / len(vals),
-                                                 "chance": 100 * sum(chance) / len(chance)}
+            out.setdefault(method, {})[group] = {
+                "value": 100 * sum(vals) / len(vals),
+                "chance": 100 * sum(chance) / len(chance),
+            }
     return out
 
 
@@ -178,8 +212,12 @@ def format_summary(summary: dict[str, dict[str, dict[str, float]]]) -> str:
         rows.append((METHOD_LABELS.get(method, method), *cells))
     rows.append(("chance", *(f"{chance[g]:5.1f}" if g in chance else "-" for g in GROUPS)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
-                       enumerate(zip(r, widths, strict=True))) for r in rows]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
@@ -202,13 +240,26 @@ def plot(summary: dict[str, dict[str, dict[str, float]]], path: str, title: str)
         vals = [summary[method].get(g, {}).get("value", np.nan) for g in GROUPS]
         ax.bar(offs, vals, width, label=METHOD_LABELS.get(method, method))
         paper = [PAPER_RUS.get(method, {}).get(g, np.nan) for g in GROUPS]
-        ax.scatter(offs, paper, marker="_", s=300, color="black", zorder=3,
-                   label="paper (CoMM Fig. 4)" if i == 0 else None)
+        ax.scatter(
+            offs,
+            paper,
+            marker="_",
+            s=300,
+            color="black",
+            zorder=3,
+            label="paper (CoMM Fig. 4)" if i == 0 else None,
+        )
     for j, g in enumerate(GROUPS):
         levels = [summary[m][g]["chance"] for m in methods if g in summary[m]]
         if levels:
-            ax.hlines(levels[0], j - 0.45, j + 0.45, linestyles="dashed", colors="grey",
-                      label="chance" if j == 0 else None)
+            ax.hlines(
+                levels[0],
+                j - 0.45,
+                j + 0.45,
+                linestyles="dashed",
+                colors="grey",
+                label="chance" if j == 0 else None,
+            )
     ax.set_xticks(x, ["redundancy\n(shape)", "uniqueness\n(texture1/2)", "synergy\n(mapping)"])
     ax.set_ylabel("linear-probe balanced accuracy (%)")
     ax.set_ylim(0, 118)  # headroom so the legend row clears the paper's ~100% markers
@@ -225,8 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("absl").setLevel(logging.ERROR)  # tfds/orbax chatter on every open
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     try:
-        plan = [(m, exp, demo_config(m, variant, args))
-                for m in methods for exp, variant, _ in EXPERIMENTS]
+        plan = [
+            (m, exp, demo_config(m, variant, args))
+            for m in methods
+            for exp, variant, _ in EXPERIMENTS
+        ]
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -234,28 +288,47 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     reports, timings = {}, {}
     for method, exp, cfg in plan:
-        log.info("%s / %s: pre-training %d steps of batch %d on %s/%s", method, exp,
-                 cfg.train.steps, cfg.train.batch_size, cfg.data.builder, cfg.data.builder_config)
+        log.info(
+            "%s / %s: pre-training %d steps of batch %d on %s/%s",
+            method,
+            exp,
+            cfg.train.steps,
+            cfg.train.batch_size,
+            cfg.data.builder,
+            cfg.data.builder_config,
+        )
         reports[f"{method}_{exp}"], timings[f"{method}_{exp}"] = run_one(cfg)
         t = timings[f"{method}_{exp}"]
-        log.info("%s / %s: trained in %.0f s, probed in %.0f s", method, exp, t["train"],
-                 t["probe"])
+        log.info(
+            "%s / %s: trained in %.0f s, probed in %.0f s", method, exp, t["train"], t["probe"]
+        )
         # Partial results survive an interrupted demo.
         with open(os.path.join(args.out, "partial.json"), "w") as f:
             json.dump({"summary": summarise(reports), "seconds": timings}, f, indent=2)
     summary = summarise(reports)
     total = time.perf_counter() - t_start
     table = format_summary(summary)
-    scale = ("tiny smoke scale" if args.tiny else
-             f"px32, AlexNet {args.channels}, width {args.width}, {args.steps} steps x batch "
-             f"{args.batch_size}, lr {args.lr:g}")
-    print(f"\nBimodal Trifeature, linear probes (balanced accuracy %, paper values in brackets: "
-          f"224 px, AlexNet-512, 100 epochs)\n{scale}\n\n{table}\n\nTotal time {total:.0f} s")
+    scale = (
+        "tiny smoke scale"
+        if args.tiny
+        else f"px32, AlexNet {args.channels}, width {args.width}, {args.steps} steps x batch "
+        f"{args.batch_size}, lr {args.lr:g}"
+    )
+    print(
+        f"\nBimodal Trifeature, linear probes (balanced accuracy %, paper values in brackets: "
+        f"224 px, AlexNet-512, 100 epochs)\n{scale}\n\n{table}\n\nTotal time {total:.0f} s"
+    )
     png = os.path.join(args.out, "rus.png")
     plot(summary, png, f"Bimodal Trifeature R/U/S — {scale}")
-    result = {"summary": summary, "paper": PAPER_RUS, "table": table, "scale": scale,
-              "seconds": {"total": total, **timings}, "reports": reports,
-              "configs": {f"{m}_{e}": c.to_dict() for m, e, c in plan}}
+    result = {
+        "summary": summary,
+        "paper": PAPER_RUS,
+        "table": table,
+        "scale": scale,
+        "seconds": {"total": total, **timings},
+        "reports": reports,
+        "configs": {f"{m}_{e}": c.to_dict() for m, e, c in plan},
+    }
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(result, f, indent=2)
     print(f"Wrote {os.path.join(args.out, 'results.json')} and {png}")

@@ -16,32 +16,32 @@ _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class _StderrHandler(logging.StreamHandler):
-  """Writes to the current `sys.stderr` (which test runners and notebooks replace)."""
+    """Writes to the current `sys.stderr` (which test runners and notebooks replace)."""
 
-  @property
-  def stream(self):
-    return sys.stderr
+    @property
+    def stream(self):
+        return sys.stderr
 
-  @stream.setter
-  def stream(self, value):
-    del value
+    @stream.setter
+    def stream(self, value):
+        del value
 
 
 def setup_logging(level: int = logging.INFO, *, quiet: Iterable[str] = ()) -> None:
-  """INFO (or `level`) logs on stderr; absl's handler removed; `quiet` loggers at WARNING.
+    """INFO (or `level`) logs on stderr; absl's handler removed; `quiet` loggers at WARNING.
 
-  absl (imported by grain / tfds / orbax) puts its own handler on the root logger, which drops
-  INFO records; orbax logs every file it writes through absl, so absl is kept at WARNING.
-  """
-  from absl import logging as absl_logging
+    absl (imported by grain / tfds / orbax) puts its own handler on the root logger, which drops
+    INFO records; orbax logs every file it writes through absl, so absl is kept at WARNING.
+    """
+    from absl import logging as absl_logging
 
-  root = logging.getLogger()
-  root.removeHandler(absl_logging.get_absl_handler())
-  if not any(isinstance(h, _StderrHandler) for h in root.handlers):
-    handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter(_FORMAT))
-    root.addHandler(handler)
-  root.setLevel(level)
-  logging.getLogger("absl").setLevel(logging.WARNING)
-  for name in quiet:
-    logging.getLogger(name).setLevel(logging.WARNING)
+    root = logging.getLogger()
+    root.removeHandler(absl_logging.get_absl_handler())
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter(_FORMAT))
+        root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -29,30 +29,53 @@ from launch import logs
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m launch.probe", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", required=True,
-                   help="the run's work dir (holding checkpoints/) or its checkpoints dir")
+    p = argparse.ArgumentParser(
+        prog="python -m launch.probe",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--workdir",
+        required=True,
+        help="the run's work dir (holding checkpoints/) or its checkpoints dir",
+    )
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     p.add_argument("--split", default=None, help="split reported on (default: data.eval_split)")
-    p.add_argument("--train-split", default=None,
-                   help="split the probes are fitted on (default: data.train_split)")
-    p.add_argument("--tasks", default=None,
-                   help="comma-separated label names (default: all labels of the run)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="evaluation batch (default: data.eval_batch_size)")
+    p.add_argument(
+        "--train-split",
+        default=None,
+        help="split the probes are fitted on (default: data.train_split)",
+    )
+    p.add_argument(
+        "--tasks", default=None, help="comma-separated label names (default: all labels of the run)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="evaluation batch (default: data.eval_batch_size)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the probes' validation hold-out")
     p.add_argument("--out", default=None, help="write the report as JSON here")
     ft = p.add_argument_group("fine-tuning (CoMM App. B.4)")
-    ft.add_argument("--finetune", choices=("supcon", "linear"), default=None,
-                    help="fine-tune the backbone per task before evaluating")
+    ft.add_argument(
+        "--finetune",
+        choices=("supcon", "linear"),
+        default=None,
+        help="fine-tune the backbone per task before evaluating",
+    )
     ft.add_argument("--epochs", type=int, default=3, help="maximum fine-tuning epochs")
-    ft.add_argument("--patience", type=int, default=1,
-                    help="epochs without validation improvement before stopping")
+    ft.add_argument(
+        "--patience",
+        type=int,
+        default=1,
+        help="epochs without validation improvement before stopping",
+    )
     ft.add_argument("--lr", type=float, default=1e-4, help="fine-tuning learning rate")
     ft.add_argument("--ft-batch-size", type=int, default=64, help="fine-tuning batch size")
-    ft.add_argument("--max-steps-per-epoch", type=int, default=None,
-                    help="cap on fine-tuning steps per epoch")
+    ft.add_argument(
+        "--max-steps-per-epoch", type=int, default=None, help="cap on fine-tuning steps per epoch"
+    )
     return p
 
 
@@ -64,17 +87,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     run_ = pc.load_run(args.workdir, args.step)
     tasks = None if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
-    report = pc.probe_run(run_, split=args.split, train_split=args.train_split, tasks=tasks,
-                          batch_size=args.batch_size, seed=args.seed)
+    report = pc.probe_run(
+        run_,
+        split=args.split,
+        train_split=args.train_split,
+        tasks=tasks,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
     print(pc.format_report(report))
     if args.finetune:
         config = ft_lib.FinetuneConfig(
-            mode=args.finetune, epochs=args.epochs, patience=args.patience, lr=args.lr,
-            batch_size=args.ft_batch_size, max_steps_per_epoch=args.max_steps_per_epoch,
-            seed=args.seed)
+            mode=args.finetune,
+            epochs=args.epochs,
+            patience=args.patience,
+            lr=args.lr,
+            batch_size=args.ft_batch_size,
+            max_steps_per_epoch=args.max_steps_per_epoch,
+            seed=args.seed,
+        )
         report["finetune"] = {}
-        print(f"\nFine-tuning ({args.finetune}, at most {args.epochs} epochs, patience "
-              f"{args.patience}):")
+        print(
+            f"\nFine-tuning ({args.finetune}, at most {args.epochs} epochs, patience "
+            f"{args.patience}):"
+        )
         for name, res in report["tasks"].items():
             if res["kind"] != "classification":
                 print(f"  {name}: skipped ({res['kind']} task; fine-tuning is classification only)")
@@ -82,9 +118,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             task = probe_lib.ProbeTask(name, "classification", res["num_classes"])
             out = ft_lib.finetune(run_, task, config, split=args.split)
             report["finetune"][name] = out
-            line = (f"  {name}: best epoch {out['best_epoch']}, test balanced acc (probe) "
-                    f"{out['probe']['metrics']['balanced_accuracy']:.4f} vs frozen "
-                    f"{res['metrics']['balanced_accuracy']:.4f}")
+            line = (
+                f"  {name}: best epoch {out['best_epoch']}, test balanced acc (probe) "
+                f"{out['probe']['metrics']['balanced_accuracy']:.4f} vs frozen "
+                f"{res['metrics']['balanced_accuracy']:.4f}"
+            )
             if "head" in out:
                 line += f", head {out['head']['balanced_accuracy']:.4f}"
             print(line)

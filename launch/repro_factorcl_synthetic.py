@@ -66,35 +66,50 @@ import numpy as np
 from launch import logs
 
 METHODS = ("factorcl_ssl", "factorcl_sup", "simclr", "crossself", "supcon")
-METHOD_LABELS = {"factorcl_ssl": "FactorCL-SSL", "factorcl_sup": "FactorCL-SUP",
-                 "simclr": "SimCLR", "crossself": "Cross+Self", "supcon": "SupCon",
-                 "input": "input [x1,x2]"}
+METHOD_LABELS = {
+    "factorcl_ssl": "FactorCL-SSL",
+    "factorcl_sup": "FactorCL-SUP",
+    "simclr": "SimCLR",
+    "crossself": "Cross+Self",
+    "supcon": "SupCon",
+    "input": "input [x1,x2]",
+}
 # L2 strengths (jaxmm.probe objective (*)) of the label probes with --probe-select.
 LABEL_L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 RATIOS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 LATENTS = ("w1", "w2", "ws")
 # FactorCL Table 1 (I(Z; w) in bits, "approximately computed"): {method: {representation:
 # {latent: bits}}}. The paper's "FactorCL" column does not say SSL or SUP; both are compared to it.
-_PAPER_FACTORCL = {"zu1": {"w1": 7.83, "w2": 0.06, "ws": 9.47},
-                   "zu2": {"w1": 0.03, "w2": 7.17, "ws": 9.89},
-                   "zs1": {"w1": 6.25, "w2": 0.05, "ws": 10.13},
-                   "zs2": {"w1": 0.04, "w2": 5.79, "ws": 9.40}}
+_PAPER_FACTORCL = {
+    "zu1": {"w1": 7.83, "w2": 0.06, "ws": 9.47},
+    "zu2": {"w1": 0.03, "w2": 7.17, "ws": 9.89},
+    "zs1": {"w1": 6.25, "w2": 0.05, "ws": 10.13},
+    "zs2": {"w1": 0.04, "w2": 5.79, "ws": 9.40},
+}
 PAPER_TABLE1: dict[str, dict[str, dict[str, float]]] = {
-    "simclr": {"z1": {"w1": 4.45, "w2": 0.17, "ws": 12.61},
-               "z2": {"w1": 0.16, "w2": 3.92, "ws": 12.06}},
-    "crossself": {"z1": {"w1": 4.39, "w2": 0.13, "ws": 11.30},
-                  "z2": {"w1": 0.14, "w2": 4.26, "ws": 11.47}},
-    "supcon": {"z1": {"w1": 5.17, "w2": 0.23, "ws": 7.48},
-               "z2": {"w1": 0.19, "w2": 5.17, "ws": 7.17}},
+    "simclr": {
+        "z1": {"w1": 4.45, "w2": 0.17, "ws": 12.61},
+        "z2": {"w1": 0.16, "w2": 3.92, "ws": 12.06},
+    },
+    "crossself": {
+        "z1": {"w1": 4.39, "w2": 0.13, "ws": 11.30},
+        "z2": {"w1": 0.14, "w2": 4.26, "ws": 11.47},
+    },
+    "supcon": {
+        "z1": {"w1": 5.17, "w2": 0.23, "ws": 7.48},
+        "z2": {"w1": 0.19, "w2": 5.17, "ws": 7.17},
+    },
     "factorcl_ssl": _PAPER_FACTORCL,
     "factorcl_sup": _PAPER_FACTORCL,
 }
 _TABLE1_ORDER = ("z1", "z2", "zu1", "zu2", "zs1", "zs2")  # the paper's column order
 REPR_LABELS = {"z1": "Z1", "z2": "Z2", "zu1": "ZU1", "zu2": "ZU2", "zs1": "ZS1", "zs2": "ZS2"}
 # Fig. 1 is a plot only; its shape as the paper's text states it (Sec. 4.1, "Results").
-PAPER_FIG1 = ("FactorCL stays best at every ratio; SimCLR and SupCon drop as the unique ratio "
-              "grows; Cross+Self recovers in the fully unique setting (ratio 1.0) but suffers "
-              "at the other ratios.")
+PAPER_FIG1 = (
+    "FactorCL stays best at every ratio; SimCLR and SupCon drop as the unique ratio "
+    "grows; Cross+Self recovers in the fully unique setting (ratio 1.0) but suffers "
+    "at the other ratios."
+)
 
 log = logging.getLogger("launch.repro_factorcl_synthetic")
 
@@ -108,45 +123,83 @@ def ratio_config(ratio: float) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m launch.repro_factorcl_synthetic",
-                                description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m launch.repro_factorcl_synthetic",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", default="outputs/factorcl_synth", help="output directory")
-    p.add_argument("--ratios", default=",".join(f"{r:g}" for r in RATIOS),
-                   help="comma-separated unique ratios for Fig. 1, from 0,0.2,...,1")
-    p.add_argument("--methods", default=",".join(METHODS),
-                   help=f"comma-separated, from {','.join(METHODS)}")
+    p.add_argument(
+        "--ratios",
+        default=",".join(f"{r:g}" for r in RATIOS),
+        help="comma-separated unique ratios for Fig. 1, from 0,0.2,...,1",
+    )
+    p.add_argument(
+        "--methods", default=",".join(METHODS), help=f"comma-separated, from {','.join(METHODS)}"
+    )
     p.add_argument("--fig1", action="store_true", help="run Fig. 1 (default: both)")
     p.add_argument("--table1", action="store_true", help="run Table 1 (default: both)")
-    p.add_argument("--table1-config", default="official",
-                   help="builder config Table 1 probes (the paper's official example)")
+    p.add_argument(
+        "--table1-config",
+        default="official",
+        help="builder config Table 1 probes (the paper's official example)",
+    )
     p.add_argument("--epochs", type=float, default=2.0, help="pre-training epochs per run")
-    p.add_argument("--steps", type=int, default=None,
-                   help="pre-training steps per run (overrides --epochs)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="pre-training steps per run (overrides --epochs)"
+    )
     p.add_argument("--batch-size", type=int, default=64, help="pre-training batch (paper 256)")
-    p.add_argument("--critic-hidden", type=int, default=128,
-                   help="FactorCL concat-critic hidden units (paper 512)")
+    p.add_argument(
+        "--critic-hidden",
+        type=int,
+        default=128,
+        help="FactorCL concat-critic hidden units (paper 512)",
+    )
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (paper 1e-4)")
-    p.add_argument("--num-samples", type=int, default=None,
-                   help="builder override of the sample count (default: the paper's 30 000)")
-    p.add_argument("--probe-max-iter", type=int, default=200,
-                   help="L-BFGS iterations of the logistic probes (official notebook: 200)")
-    p.add_argument("--probe-rows", type=int, default=8000,
-                   help="training rows (random subset) the label probes are fitted on; the "
-                        "FactorCL embedding is 1280-d and full-batch L-BFGS on all 24 000 rows "
-                        "costs minutes on 2 CPUs. 0 = all rows")
-    p.add_argument("--probe-select", action="store_true",
-                   help="choose the label probe's L2 on a hold-out (default: l2 = 1/n, the "
-                        "official notebook's scikit-learn C = 1)")
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=None,
+        help="builder override of the sample count (default: the paper's 30 000)",
+    )
+    p.add_argument(
+        "--probe-max-iter",
+        type=int,
+        default=200,
+        help="L-BFGS iterations of the logistic probes (official notebook: 200)",
+    )
+    p.add_argument(
+        "--probe-rows",
+        type=int,
+        default=8000,
+        help="training rows (random subset) the label probes are fitted on; the "
+        "FactorCL embedding is 1280-d and full-batch L-BFGS on all 24 000 rows "
+        "costs minutes on 2 CPUs. 0 = all rows",
+    )
+    p.add_argument(
+        "--probe-select",
+        action="store_true",
+        help="choose the label probe's L2 on a hold-out (default: l2 = 1/n, the "
+        "official notebook's scikit-learn C = 1)",
+    )
     p.add_argument("--data-dir", default="data", help="TFDS data directory")
     p.add_argument("--seed", type=int, default=0, help="initialisation, data and probe seed")
-    p.add_argument("--tiny", action="store_true",
-                   help="the configs' smoke variant (256 samples, 16-wide MLPs): for tests")
-    p.add_argument("--compile-cache", default=None,
-                   help="JAX persistent compilation cache dir (reuses compiles across ratios)")
-    p.add_argument("--reuse", action="store_true",
-                   help="restore a finished checkpoint of the same config from <out>/runs "
-                        "instead of re-training (re-probing only)")
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the configs' smoke variant (256 samples, 16-wide MLPs): for tests",
+    )
+    p.add_argument(
+        "--compile-cache",
+        default=None,
+        help="JAX persistent compilation cache dir (reuses compiles across ratios)",
+    )
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="restore a finished checkpoint of the same config from <out>/runs "
+        "instead of re-training (re-probing only)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no training progress bars")
     return p
 
@@ -160,23 +213,41 @@ def run_config(method: str, builder_config: str, args: argparse.Namespace):
     overrides = dict(cfg.data.builder_overrides)
     if args.num_samples is not None:
         overrides["num_samples"] = args.num_samples
-    data = dataclasses.replace(cfg.data, builder_config=builder_config,
-                               builder_overrides=overrides, data_dir=args.data_dir,
-                               seed=args.seed)
+    data = dataclasses.replace(
+        cfg.data,
+        builder_config=builder_config,
+        builder_overrides=overrides,
+        data_dir=args.data_dir,
+        seed=args.seed,
+    )
     mcfg = cfg.method.config
     if method.startswith("factorcl") and not args.tiny:
         mcfg = dataclasses.replace(mcfg, critic_hidden=args.critic_hidden)
     workdir = os.path.join(args.out, "runs", f"{builder_config}_{method}")
-    cfg = dataclasses.replace(cfg, name=f"repro_{method}_{builder_config}", data=data,
-                              method=dataclasses.replace(cfg.method, config=mcfg),
-                              epochs=None if args.steps else args.epochs)
+    cfg = dataclasses.replace(
+        cfg,
+        name=f"repro_{method}_{builder_config}",
+        data=data,
+        method=dataclasses.replace(cfg.method, config=mcfg),
+        epochs=None if args.steps else args.epochs,
+    )
     steps = args.steps or 1  # replaced from `epochs` by launch.train.run when --steps is unset
-    return experiment.override(cfg, [
-        f"train.steps={steps}", f"train.batch_size={args.batch_size}",
-        f"train.workdir={workdir}", "train.ckpt_every=0", "train.keep=1", "train.log_every=50",
-        f"train.seed={args.seed}", f"train.progress={not args.no_progress}",
-        f"optimizer.lr={args.lr}", "optimizer.schedule=constant", "optimizer.warmup_steps=0",
-    ])
+    return experiment.override(
+        cfg,
+        [
+            f"train.steps={steps}",
+            f"train.batch_size={args.batch_size}",
+            f"train.workdir={workdir}",
+            "train.ckpt_every=0",
+            "train.keep=1",
+            "train.log_every=50",
+            f"train.seed={args.seed}",
+            f"train.progress={not args.no_progress}",
+            f"optimizer.lr={args.lr}",
+            "optimizer.schedule=constant",
+            "optimizer.warmup_steps=0",
+        ],
+    )
 
 
 def load_split(cfg, split: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -195,12 +266,15 @@ def load_split(cfg, split: str) -> tuple[dict[str, np.ndarray], dict[str, np.nda
             xs.setdefault(k, []).append(np.asarray(v)[keep])
         for k, v in batch["labels"].items():
             ys.setdefault(k, []).append(np.asarray(v)[keep])
-    return ({k: np.concatenate(v) for k, v in xs.items()},
-            {k: np.concatenate(v) for k, v in ys.items()})
+    return (
+        {k: np.concatenate(v) for k, v in xs.items()},
+        {k: np.concatenate(v) for k, v in ys.items()},
+    )
 
 
-def representations(method: Any, params: Any, x: dict[str, np.ndarray], *,
-                    batch_size: int = 2048) -> dict[str, np.ndarray]:
+def representations(
+    method: Any, params: Any, x: dict[str, np.ndarray], *, batch_size: int = 2048
+) -> dict[str, np.ndarray]:
     """Frozen representations of inputs ``x``: ``"embed"`` (what Fig. 1 probes) and the Table 1
     blocks (FactorCL: zs1, zu1, zs2, zu2 of `embed_parts`; others: unimodal z1, z2)."""
     import jax
@@ -221,15 +295,23 @@ def representations(method: Any, params: Any, x: dict[str, np.ndarray], *,
     n = len(next(iter(x.values())))
     chunks: dict[str, list] = {}
     for start in range(0, n, batch_size):
-        xb = {k: v[start:start + batch_size] for k, v in x.items()}
+        xb = {k: v[start : start + batch_size] for k, v in x.items()}
         for k, v in fn(params, xb).items():
             chunks.setdefault(k, []).append(np.asarray(v, np.float32))
     return {k: np.concatenate(v) for k, v in chunks.items()}
 
 
-def probe_label(train_z: np.ndarray, train_y: np.ndarray, test_z: np.ndarray,
-                test_y: np.ndarray, *, seed: int, max_iter: int,
-                rows: int = 0, select: bool = False) -> dict[str, float]:
+def probe_label(
+    train_z: np.ndarray,
+    train_y: np.ndarray,
+    test_z: np.ndarray,
+    test_y: np.ndarray,
+    *,
+    seed: int,
+    max_iter: int,
+    rows: int = 0,
+    select: bool = False,
+) -> dict[str, float]:
     """Linear-probe test accuracy of the binary label (FactorCL Fig. 1's y-axis), in %.
 
     `jaxmm.probe.probe` (logistic regression on standardised features) fitted on `rows` randomly
@@ -242,18 +324,34 @@ def probe_label(train_z: np.ndarray, train_y: np.ndarray, test_z: np.ndarray,
     if 0 < rows < len(train_z):
         keep = np.sort(np.random.default_rng(seed).choice(len(train_z), rows, replace=False))
         train_z, train_y = train_z[keep], train_y[keep]
-    res = probe_lib.probe(train_z, train_y, test_z, test_y,
-                          probe_lib.ProbeTask("label", "classification", 2), seed=seed,
-                          max_iter=max_iter,
-                          l2_grid=LABEL_L2_GRID if select else (1.0 / len(train_z),))
-    return {"accuracy": 100 * res.metrics["accuracy"],
-            "balanced_accuracy": 100 * res.metrics["balanced_accuracy"],
-            "chance": 100 * res.chance["accuracy"], "l2": res.l2}
+    res = probe_lib.probe(
+        train_z,
+        train_y,
+        test_z,
+        test_y,
+        probe_lib.ProbeTask("label", "classification", 2),
+        seed=seed,
+        max_iter=max_iter,
+        l2_grid=LABEL_L2_GRID if select else (1.0 / len(train_z),),
+    )
+    return {
+        "accuracy": 100 * res.metrics["accuracy"],
+        "balanced_accuracy": 100 * res.metrics["balanced_accuracy"],
+        "chance": 100 * res.chance["accuracy"],
+        "l2": res.l2,
+    }
 
 
-def latent_information(train_z: np.ndarray, train_w: np.ndarray, test_z: np.ndarray,
-                       test_w: np.ndarray, *, seed: int, val_fraction: float = 0.2,
-                       l2_grid: Sequence[float] | None = None) -> dict[str, Any]:
+def latent_information(
+    train_z: np.ndarray,
+    train_w: np.ndarray,
+    test_z: np.ndarray,
+    test_w: np.ndarray,
+    *,
+    seed: int,
+    val_fraction: float = 0.2,
+    l2_grid: Sequence[float] | None = None,
+) -> dict[str, Any]:
     """Linear-Gaussian lower bound on I(Z; w) in bits for a latent group w of independent
     Gaussian coordinates (see the module docstring), from one ridge probe per coordinate.
 
@@ -295,9 +393,13 @@ def latent_information(train_z: np.ndarray, train_w: np.ndarray, test_z: np.ndar
     var = np.mean((test_w - train_w.mean(axis=0)) ** 2, axis=0)
     ratio = np.maximum(mse / var, 1e-12)
     bits = np.maximum(0.0, -0.5 * np.log2(ratio))
-    return {"bits": float(bits.sum()), "r2": float(np.mean(1.0 - ratio)),
-            "per_dim_bits": bits.tolist(), "per_dim_r2": (1.0 - ratio).tolist(),
-            "l2": best.tolist()}
+    return {
+        "bits": float(bits.sum()),
+        "r2": float(np.mean(1.0 - ratio)),
+        "per_dim_bits": bits.tolist(),
+        "per_dim_r2": (1.0 - ratio).tolist(),
+        "l2": best.tolist(),
+    }
 
 
 def train_one(cfg, *, reuse: bool = False):
@@ -316,8 +418,11 @@ def train_one(cfg, *, reuse: bool = False):
             run = pc.load_run(cfg.train.workdir)
         except CheckpointError:
             run = None
-        if run is not None and run.config.to_dict() == cfg.to_dict() \
-                and run.step == cfg.train.steps:
+        if (
+            run is not None
+            and run.config.to_dict() == cfg.to_dict()
+            and run.step == cfg.train.steps
+        ):
             return run.method, run.params, True
         log.info("%s: no finished checkpoint of this config; training", cfg.train.workdir)
     shutil.rmtree(cfg.train.workdir, ignore_errors=True)
@@ -332,8 +437,12 @@ def train_one(cfg, *, reuse: bool = False):
 
 def _grid(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w)
-                       for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
@@ -343,8 +452,12 @@ def format_fig1(fig1: dict[str, dict[str, dict[str, float]]]) -> str:
     ratios = sorted({r for per in fig1.values() for r in per}, key=float)
     rows = [("method \\ unique ratio", *ratios)]
     for method, per in fig1.items():
-        rows.append((METHOD_LABELS.get(method, method),
-                     *(f"{per[r]['accuracy']:.1f}" if r in per else "-" for r in ratios)))
+        rows.append(
+            (
+                METHOD_LABELS.get(method, method),
+                *(f"{per[r]['accuracy']:.1f}" if r in per else "-" for r in ratios),
+            )
+        )
     return _grid(rows)
 
 
@@ -357,8 +470,9 @@ def format_table1(table1: dict[str, dict[str, dict[str, Any]]]) -> str:
         cells = []
         for m, z in cols:
             paper = PAPER_TABLE1.get(m, {}).get(z, {}).get(w)
-            cells.append(f"{table1[m][z][w]['bits']:.2f}"
-                         + (f" ({paper:.2f})" if paper is not None else ""))
+            cells.append(
+                f"{table1[m][z][w]['bits']:.2f}" + (f" ({paper:.2f})" if paper is not None else "")
+            )
         rows.append((f"I(Z;{w})", *cells))
     return _grid(rows)
 
@@ -383,8 +497,12 @@ def plot_fig1(fig1: dict[str, dict[str, dict[str, float]]], path: str, title: st
     for method, per in fig1.items():
         rs = sorted(per, key=float)
         style = {"linestyle": "--", "color": "grey"} if method == "input" else {"marker": "o"}
-        ax.plot([float(r) for r in rs], [per[r]["accuracy"] for r in rs],
-                label=METHOD_LABELS.get(method, method), **style)
+        ax.plot(
+            [float(r) for r in rs],
+            [per[r]["accuracy"] for r in rs],
+            label=METHOD_LABELS.get(method, method),
+            **style,
+        )
     ax.set_xlabel("unique-information ratio (l_1 + l_2) / (l_s + l_1 + l_2)")
     ax.set_ylabel("linear-probe test accuracy (%)")
     ax.set_title(title, fontsize=8)
@@ -435,7 +553,7 @@ def plan(args: argparse.Namespace) -> tuple[list[str], dict[str, list[str]]]:
 
 
 def _ratio_key(builder_config: str) -> str:
-    return f"{int(builder_config[len('ratio'):]) / 10:.1f}"
+    return f"{int(builder_config[len('ratio') :]) / 10:.1f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -468,18 +586,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         x_tr, y_tr = load_split(cfg0, cfg0.data.train_split)
         x_te, y_te = load_split(cfg0, cfg0.data.eval_split)
-        log.info("%s: %d train / %d test examples loaded in %.0f s", builder_config,
-                 len(y_tr["label"]), len(y_te["label"]), time.perf_counter() - t0)
+        log.info(
+            "%s: %d train / %d test examples loaded in %.0f s",
+            builder_config,
+            len(y_tr["label"]),
+            len(y_te["label"]),
+            time.perf_counter() - t0,
+        )
         if "fig1" in jobs:
             raw = lambda x: np.concatenate([x["x1"], x["x2"]], axis=1)  # noqa: E731
             fig1.setdefault("input", {})[_ratio_key(builder_config)] = probe_label(
-                raw(x_tr), y_tr["label"], raw(x_te), y_te["label"], seed=args.seed,
-                max_iter=args.probe_max_iter, rows=args.probe_rows,
-                select=args.probe_select)
+                raw(x_tr),
+                y_tr["label"],
+                raw(x_te),
+                y_te["label"],
+                seed=args.seed,
+                max_iter=args.probe_max_iter,
+                rows=args.probe_rows,
+                select=args.probe_select,
+            )
         for method in methods:
             key = f"{builder_config}_{method}"
-            cfg = experiment.resolve_steps(run_config(method, builder_config, args),
-                                           len(y_tr["label"]))
+            cfg = experiment.resolve_steps(
+                run_config(method, builder_config, args), len(y_tr["label"])
+            )
             configs[key] = cfg.to_dict()
             t0 = time.perf_counter()
             mth, params, reused = train_one(cfg, reuse=args.reuse)
@@ -488,43 +618,74 @@ def main(argv: Sequence[str] | None = None) -> int:
             z_tr = representations(mth, params, x_tr)
             z_te = representations(mth, params, x_te)
             if "fig1" in jobs:
-                res = probe_label(z_tr["embed"], y_tr["label"], z_te["embed"], y_te["label"],
-                                  seed=args.seed, max_iter=args.probe_max_iter,
-                                  rows=args.probe_rows, select=args.probe_select)
+                res = probe_label(
+                    z_tr["embed"],
+                    y_tr["label"],
+                    z_te["embed"],
+                    y_te["label"],
+                    seed=args.seed,
+                    max_iter=args.probe_max_iter,
+                    rows=args.probe_rows,
+                    select=args.probe_select,
+                )
                 fig1.setdefault(method, {})[_ratio_key(builder_config)] = res
                 log.info("%s: label accuracy %.1f%%", key, res["accuracy"])
             if "table1" in jobs:
                 blocks = [z for z in _TABLE1_ORDER if z in z_tr]
-                table1[method] = {z: {w: latent_information(z_tr[z], y_tr[w], z_te[z], y_te[w],
-                                                            seed=args.seed) for w in LATENTS}
-                                  for z in blocks}
-            timings[key] = {"train": t_train, "probe": time.perf_counter() - t0,
-                            "reused_checkpoint": reused}
-            log.info("%s: %s in %.0f s, probed in %.0f s", key,
-                     "restored" if reused else "trained", t_train, timings[key]["probe"])
+                table1[method] = {
+                    z: {
+                        w: latent_information(z_tr[z], y_tr[w], z_te[z], y_te[w], seed=args.seed)
+                        for w in LATENTS
+                    }
+                    for z in blocks
+                }
+            timings[key] = {
+                "train": t_train,
+                "probe": time.perf_counter() - t0,
+                "reused_checkpoint": reused,
+            }
+            log.info(
+                "%s: %s in %.0f s, probed in %.0f s",
+                key,
+                "restored" if reused else "trained",
+                t_train,
+                timings[key]["probe"],
+            )
             with open(os.path.join(args.out, "partial.json"), "w") as f:
                 json.dump({"fig1": fig1, "table1": table1, "seconds": timings}, f, indent=2)
     total = time.perf_counter() - t_start
     example = configs[next(iter(configs))]
     length = "fixed steps" if args.steps else f"{args.epochs:g} epochs"
-    scale = ("tiny smoke scale" if args.tiny else
-             f"{example['train']['steps']} steps x batch {args.batch_size} ({length}), "
-             f"critic hidden {args.critic_hidden}, lr {args.lr:g}")
-    out: dict[str, Any] = {"scale": scale, "paper_table1": PAPER_TABLE1, "paper_fig1": PAPER_FIG1,
-                           "seconds": {"total": total, **timings}, "configs": configs}
+    scale = (
+        "tiny smoke scale"
+        if args.tiny
+        else f"{example['train']['steps']} steps x batch {args.batch_size} ({length}), "
+        f"critic hidden {args.critic_hidden}, lr {args.lr:g}"
+    )
+    out: dict[str, Any] = {
+        "scale": scale,
+        "paper_table1": PAPER_TABLE1,
+        "paper_fig1": PAPER_FIG1,
+        "seconds": {"total": total, **timings},
+        "configs": configs,
+    }
     if fig1:
         table = format_fig1(fig1)
         png = os.path.join(args.out, "fig1.png")
         plot_fig1(fig1, png, f"FactorCL synthetic (Fig. 1) — {scale}")
         out.update(fig1=fig1, fig1_table=table)
-        print(f"\nFig. 1: linear-probe test accuracy (%) of the label vs. unique ratio\n{scale}\n"
-              f"\n{table}\n\nPaper (plot only): {PAPER_FIG1}\nWrote {png}")
+        print(
+            f"\nFig. 1: linear-probe test accuracy (%) of the label vs. unique ratio\n{scale}\n"
+            f"\n{table}\n\nPaper (plot only): {PAPER_FIG1}\nWrote {png}"
+        )
     if table1:
         table, r2 = format_table1(table1), format_table1_r2(table1)
         out.update(table1=table1, table1_table=table, table1_r2_table=r2)
-        print(f"\nTable 1 ({args.table1_config}): linear-Gaussian lower bound on I(Z; w) in bits, "
-              f"paper's value in brackets\n{scale}\n\n{table}\n\nMean test R^2 of the "
-              f"per-coordinate linear probes\n\n{r2}")
+        print(
+            f"\nTable 1 ({args.table1_config}): linear-Gaussian lower bound on I(Z; w) in bits, "
+            f"paper's value in brackets\n{scale}\n\n{table}\n\nMean test R^2 of the "
+            f"per-coordinate linear probes\n\n{r2}"
+        )
     path = os.path.join(args.out, "results.json")
     with open(path, "w") as f:
         json.dump(out, f, indent=2)

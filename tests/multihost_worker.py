@@ -22,39 +22,47 @@ STEPS = 3
 
 
 def make_method() -> ToyContrastive:
-  return ToyContrastive(hidden=16, dim=8, proj_dim=8, critic_weight=0.5)
+    return ToyContrastive(hidden=16, dim=8, proj_dim=8, critic_weight=0.5)
 
 
 def make_config(workdir: str) -> TrainConfig:
-  opt = OptimizerConfig(lr=1e-2, eps=1e-3, weight_decay=1e-3, warmup_steps=1)
-  return TrainConfig(steps=STEPS, batch_size=GLOBAL_BATCH, log_every=1, ckpt_every=2,
-                     inner_steps=1, progress=False, workdir=workdir, optimizer=opt)
+    opt = OptimizerConfig(lr=1e-2, eps=1e-3, weight_decay=1e-3, warmup_steps=1)
+    return TrainConfig(
+        steps=STEPS,
+        batch_size=GLOBAL_BATCH,
+        log_every=1,
+        ckpt_every=2,
+        inner_steps=1,
+        progress=False,
+        workdir=workdir,
+        optimizer=opt,
+    )
 
 
 def global_batches() -> grain.MapDataset:
-  return toy_dataset(GLOBAL_BATCH * STEPS, seed=3).batch(GLOBAL_BATCH)
+    return toy_dataset(GLOBAL_BATCH * STEPS, seed=3).batch(GLOBAL_BATCH)
 
 
 def flat_params(params) -> dict[str, np.ndarray]:
-  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-  return {jax.tree_util.keystr(p): np.asarray(jax.device_get(x)) for p, x in leaves}
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    return {jax.tree_util.keystr(p): np.asarray(jax.device_get(x)) for p, x in leaves}
 
 
 def main(port: int, process_id: int, num_processes: int, workdir: str, out: str) -> None:
-  from jaxmm import train as train_lib
+    from jaxmm import train as train_lib
 
-  train_lib.maybe_initialize_distributed(f"localhost:{port}", num_processes, process_id)
-  assert jax.process_count() == num_processes, jax.process_count()
-  local = GLOBAL_BATCH // num_processes
-  lo = process_id * local
-  # Each host reads only its own rows of every global batch, as a real input pipeline would.
-  ds = global_batches().map(lambda b: jax.tree.map(lambda x: x[lo:lo + local], b))
-  it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
-  state = train_lib.train(make_config(workdir), make_method(), it)
-  np.savez(out, devices=np.int64(jax.device_count()), **flat_params(state.params))
-  jax.distributed.shutdown()
+    train_lib.maybe_initialize_distributed(f"localhost:{port}", num_processes, process_id)
+    assert jax.process_count() == num_processes, jax.process_count()
+    local = GLOBAL_BATCH // num_processes
+    lo = process_id * local
+    # Each host reads only its own rows of every global batch, as a real input pipeline would.
+    ds = global_batches().map(lambda b: jax.tree.map(lambda x: x[lo : lo + local], b))
+    it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
+    state = train_lib.train(make_config(workdir), make_method(), it)
+    np.savez(out, devices=np.int64(jax.device_count()), **flat_params(state.params))
+    jax.distributed.shutdown()
 
 
 if __name__ == "__main__":
-  port_, pid_, n_, workdir_, out_ = sys.argv[1:]
-  main(int(port_), int(pid_), int(n_), workdir_, out_)
+    port_, pid_, n_, workdir_, out_ = sys.argv[1:]
+    main(int(port_), int(pid_), int(n_), workdir_, out_)

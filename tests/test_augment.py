@@ -46,8 +46,9 @@ def test_shape_dtype_and_seeded_determinism(name):
     kwargs, kind = _ALWAYS[name]
     aug = A.make_augmentation(name, **kwargs)
     x, valid = _input(kind)
-    run = lambda seed: aug(x.copy(), None if valid is None else valid.copy(),
-                           np.random.default_rng(seed))
+    run = lambda seed: aug(
+        x.copy(), None if valid is None else valid.copy(), np.random.default_rng(seed)
+    )
     (a, _), (b, _) = run(1), run(1)
     assert a.shape == x.shape and a.dtype == x.dtype
     np.testing.assert_array_equal(a, b)
@@ -103,8 +104,9 @@ def test_bilinear_resize_matches_pixel_loop():
         y0, x0 = int(np.floor(sy)), int(np.floor(sx))
         y1, x1 = min(y0 + 1, 4), min(x0 + 1, 6)
         fy, fx = sy - y0, sx - x0
-        return ((1 - fy) * ((1 - fx) * x[y0, x0] + fx * x[y0, x1])
-                + fy * ((1 - fx) * x[y1, x0] + fx * x[y1, x1]))
+        return (1 - fy) * ((1 - fx) * x[y0, x0] + fx * x[y0, x1]) + fy * (
+            (1 - fx) * x[y1, x0] + fx * x[y1, x1]
+        )
 
     want = np.array([[sample(i, j) for j in range(3)] for i in range(8)])
     np.testing.assert_allclose(out, want, atol=1e-6)
@@ -142,8 +144,9 @@ def test_color_jitter_acts_pixelwise_and_stays_in_unit_range():
     # were equal stay equal: the structure of the image is never moved.
     x = np.repeat(_img(h=4, w=4), 2, axis=1)
     for seed in range(20):
-        out, _ = A.ColorJitter(p=1.0, brightness=0.8, contrast=0.8, saturation=0.8,
-                               hue=0.5)(x, None, np.random.default_rng(seed))
+        out, _ = A.ColorJitter(p=1.0, brightness=0.8, contrast=0.8, saturation=0.8, hue=0.5)(
+            x, None, np.random.default_rng(seed)
+        )
         np.testing.assert_array_equal(out[:, 0::2], out[:, 1::2])
         assert out.min() >= 0.0 and out.max() <= 1.0 + 1e-6
 
@@ -166,8 +169,9 @@ def _find_window(out, keep, x):
     length = int(keep.sum())
     assert keep[:length].all() and not keep[length:].any(), "kept steps must be a prefix"
     assert np.all(out[length:] == 0)
-    starts = [s for s in range(len(x) - length + 1) if np.array_equal(out[:length],
-                                                                       x[s:s + length])]
+    starts = [
+        s for s in range(len(x) - length + 1) if np.array_equal(out[:length], x[s : s + length])
+    ]
     assert starts, "output is not a contiguous window of the input"
     return starts[0], length
 
@@ -187,16 +191,22 @@ def test_multi_drop_drops_the_same_steps_in_every_modality():
     b, vb = _series(seed=1, t=40, d=5)
     tokens = np.arange(1, 41, dtype=np.int32)
     aug = A.MultiDrop(modalities=("a", "b", "tok"), fraction=(0.3, 0.8))
-    xs, vs = aug({"a": a, "b": b, "tok": tokens, "img": _img()},
-                 {"a": va, "b": vb, "tok": np.ones(40, bool)}, np.random.default_rng(5))
+    xs, vs = aug(
+        {"a": a, "b": b, "tok": tokens, "img": _img()},
+        {"a": va, "b": vb, "tok": np.ones(40, bool)},
+        np.random.default_rng(5),
+    )
     np.testing.assert_array_equal(vs["a"], vs["b"])
     np.testing.assert_array_equal(vs["a"], vs["tok"])
     assert 0.3 * 40 - 1 <= (~vs["a"]).sum() <= 0.8 * 40
     assert np.all(xs["a"][~vs["a"]] == 0) and np.all(xs["tok"][~vs["a"]] == 0)
     np.testing.assert_array_equal(xs["b"][vs["b"]], b[vs["b"]])
     with pytest.raises(ValueError, match="equal length"):
-        aug({"a": a, "b": b[:30], "tok": tokens},
-            {"a": va, "b": vb[:30], "tok": np.ones(40, bool)}, np.random.default_rng(0))
+        aug(
+            {"a": a, "b": b[:30], "tok": tokens},
+            {"a": va, "b": vb[:30], "tok": np.ones(40, bool)},
+            np.random.default_rng(0),
+        )
 
 
 def test_multi_crop_keeps_the_same_window_in_every_modality():
@@ -227,8 +237,7 @@ def test_gaussian_noise_per_feature_sigma_and_untouched_padding():
     out, _ = A.GaussianNoise(sigma=[0.1, 1.0, 0.0])(x, valid, np.random.default_rng(0))
     np.testing.assert_allclose(out[:3000].std(0), [0.1, 1.0, 0.0], rtol=0.05, atol=1e-7)
     assert np.all(out[3000:] == 0)
-    tab, _ = A.GaussianNoise(sigma=0.2)(np.zeros(5000, np.float32), None,
-                                        np.random.default_rng(1))
+    tab, _ = A.GaussianNoise(sigma=0.2)(np.zeros(5000, np.float32), None, np.random.default_rng(1))
     assert abs(tab.std() - 0.2) < 0.01
 
 
@@ -245,8 +254,11 @@ def test_unique_image_augmentation_never_crops_a_marked_corner():
 
     def marked_at(out, mark):
         inside, outside = out[mark], out[~mark]
-        return (np.all(inside == inside[0]) and np.all(outside == outside[0])
-                and not np.allclose(inside[0], outside[0]))
+        return (
+            np.all(inside == inside[0])
+            and np.all(outside == outside[0])
+            and not np.allclose(inside[0], outside[0])
+        )
 
     for seed in range(50):
         rng = np.random.default_rng(seed)

@@ -9,8 +9,21 @@ import pytest
 from launch import bounds
 
 TINY = [
-    "--mi-levels", "1,4", "--steps-per-level", "150", "--batch-size", "16", "--hidden", "32",
-    "--layers", "1", "--embed-dim", "16", "--lr", "5e-3", "--no-progress",
+    "--mi-levels",
+    "1,4",
+    "--steps-per-level",
+    "150",
+    "--batch-size",
+    "16",
+    "--hidden",
+    "32",
+    "--layers",
+    "1",
+    "--embed-dim",
+    "16",
+    "--lr",
+    "5e-3",
+    "--no-progress",
 ]
 
 
@@ -28,7 +41,16 @@ def test_outputs_and_columns(tiny_run):
     assert (out / "bounds.png").stat().st_size > 10_000
     assert (out / "summary.csv").exists() and (out / "config.json").exists()
     assert list(rows[0]) == [
-        "step", "true_mi", "infonce", "nce_club", "club", "nwj", "tuba", "dv", "js", "smile",
+        "step",
+        "true_mi",
+        "infonce",
+        "nce_club",
+        "club",
+        "nwj",
+        "tuba",
+        "dv",
+        "js",
+        "smile",
     ]
     assert len(rows) == 300
     assert [int(r["step"]) for r in rows] == list(range(300))
@@ -61,9 +83,25 @@ def test_summary_is_the_late_window_mean(tiny_run):
 
 
 def test_same_seed_same_numbers():
-    args = bounds.parse_args(["--mi-levels", "2", "--steps-per-level", "10", "--batch-size", "8",
-                              "--hidden", "16", "--layers", "1", "--embed-dim", "8",
-                              "--no-progress", "--seed", "5"])
+    args = bounds.parse_args(
+        [
+            "--mi-levels",
+            "2",
+            "--steps-per-level",
+            "10",
+            "--batch-size",
+            "8",
+            "--hidden",
+            "16",
+            "--layers",
+            "1",
+            "--embed-dim",
+            "8",
+            "--no-progress",
+            "--seed",
+            "5",
+        ]
+    )
     a, b = bounds.run(args)["table"], bounds.run(args)["table"]
     for col in ("infonce", "nce_club", "club"):
         np.testing.assert_array_equal(a[col], b[col])
@@ -106,8 +144,12 @@ def test_cli_rejects_bad_options(capsys):
     with pytest.raises(SystemExit) as e:
         bounds.parse_args(["--help"])
     assert e.value.code == 0
-    for bad in (["--dim", "30"], ["--batch-size", "1"], ["--mi-levels", "2,-1"],
-                ["--critic", "bilinear"]):
+    for bad in (
+        ["--dim", "30"],
+        ["--batch-size", "1"],
+        ["--mi-levels", "2,-1"],
+        ["--critic", "bilinear"],
+    ):
         with pytest.raises(SystemExit) as e:
             bounds.parse_args(bad)
         assert e.value.code == 2

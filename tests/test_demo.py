@@ -9,15 +9,23 @@ from launch import demo
 
 def _report(**scores):
     # A probe report with given balanced accuracies (chance 1/10, or 1/2 for synergy).
-    return {"tasks": {name: {"metrics": {"balanced_accuracy": v},
-                             "chance": {"balanced_accuracy": 0.5 if name == "synergy" else 0.1}}
-                      for name, v in scores.items()}}
+    return {
+        "tasks": {
+            name: {
+                "metrics": {"balanced_accuracy": v},
+                "chance": {"balanced_accuracy": 0.5 if name == "synergy" else 0.1},
+            }
+            for name, v in scores.items()
+        }
+    }
 
 
 def test_summary_averages_the_two_uniqueness_tasks_in_percent():
-    reports = {"comm_rus": _report(shape=0.9, texture1=0.4, texture2=0.6),
-               "comm_synergy": _report(synergy=0.7),
-               "cross_rus": _report(shape=1.0, texture1=0.1, texture2=0.2)}
+    reports = {
+        "comm_rus": _report(shape=0.9, texture1=0.4, texture2=0.6),
+        "comm_synergy": _report(synergy=0.7),
+        "cross_rus": _report(shape=1.0, texture1=0.1, texture2=0.2),
+    }
     s = demo.summarise(reports)
     assert s["comm"]["redundancy"] == {"value": pytest.approx(90.0), "chance": pytest.approx(10.0)}
     assert s["comm"]["uniqueness"]["value"] == pytest.approx(50.0)
@@ -37,8 +45,22 @@ def test_unknown_method_is_one_error(capsys):
 
 def test_tiny_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    rc = demo.main(["--tiny", "--methods", "cross", "--steps", "2", "--batch-size", "8",
-                    "--no-progress", "--out", str(out), "--data-dir", str(tmp_path / "data")])
+    rc = demo.main(
+        [
+            "--tiny",
+            "--methods",
+            "cross",
+            "--steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--no-progress",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ]
+    )
     assert rc == 0
     assert (out / "rus.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = json.loads((out / "results.json").read_text())

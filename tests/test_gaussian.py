@@ -31,9 +31,7 @@ def _gaussian_cmi_from_samples(x1, x2, c):
     i2 = list(range(d1, d1 + d2))
     ic = list(range(d1 + d2, data.shape[1]))
     sub = lambda idx: s[np.ix_(idx, idx)]
-    return 0.5 * (
-        _logdet(sub(i1 + ic)) + _logdet(sub(i2 + ic)) - _logdet(sub(ic)) - _logdet(s)
-    )
+    return 0.5 * (_logdet(sub(i1 + ic)) + _logdet(sub(i2 + ic)) - _logdet(sub(ic)) - _logdet(s))
 
 
 @pytest.mark.parametrize("dim", [1, 20, 200])

@@ -19,39 +19,68 @@ B = 4
 def trifeature_cfg(dtype="float32"):
     img = dict(in_channels=3, channels=[8, 16, 16, 16, 16], pool=False, out_dim=16)
     return ModelConfig(
-        modalities=(ModalityConfig("image1", "alexnet", img, "patch"),
-                    ModalityConfig("image2", "alexnet", img, "patch")),
-        fusion=FusionConfig(width=16, num_heads=8), head=HeadConfig((32, 32), 8), dtype=dtype)
+        modalities=(
+            ModalityConfig("image1", "alexnet", img, "patch"),
+            ModalityConfig("image2", "alexnet", img, "patch"),
+        ),
+        fusion=FusionConfig(width=16, num_heads=8),
+        head=HeadConfig((32, 32), 8),
+        dtype=dtype,
+    )
 
 
 def mosi_cfg():
     tr = lambda d: dict(in_features=d, width=40, num_layers=1, num_heads=5)
     return ModelConfig(
-        modalities=(ModalityConfig("vision", "transformer", tr(7)),
-                    ModalityConfig("text", "transformer", tr(11)),
-                    ModalityConfig("audio", "gru", dict(in_features=5, hidden=40))),
-        fusion=FusionConfig(width=40), head=HeadConfig((), 40))
+        modalities=(
+            ModalityConfig("vision", "transformer", tr(7)),
+            ModalityConfig("text", "transformer", tr(11)),
+            ModalityConfig("audio", "gru", dict(in_features=5, hidden=40)),
+        ),
+        fusion=FusionConfig(width=40),
+        head=HeadConfig((), 40),
+    )
 
 
 def mimic_cfg():
     return ModelConfig(
         modalities=(
-            ModalityConfig("tabular", "mlp", dict(in_features=5, hidden_dims=[10], out_dim=10),
-                           "feature_tokenizer"),
-            ModalityConfig("timeseries", "gru", dict(in_features=12, hidden=30, out_dim=15))),
-        fusion=FusionConfig(width=40), head=HeadConfig((64, 64), 32))
+            ModalityConfig(
+                "tabular",
+                "mlp",
+                dict(in_features=5, hidden_dims=[10], out_dim=10),
+                "feature_tokenizer",
+            ),
+            ModalityConfig("timeseries", "gru", dict(in_features=12, hidden=30, out_dim=15)),
+        ),
+        fusion=FusionConfig(width=40),
+        head=HeadConfig((64, 64), 32),
+    )
 
 
 def vt_cfg():
     return ModelConfig(
         modalities=(
-            ModalityConfig("image", "resnet18", dict(width=8, stem="cifar", pool=False),
-                           "patch", dict(patch_size=2)),
-            ModalityConfig("proprio", "mlp", dict(in_features=8, hidden_dims=[16] * 4,
-                                                  out_dim=16), "one_token"),
-            ModalityConfig("force", "causal_conv", dict(in_features=6, channels=[8] * 4 + [16]),
-                           "feature_tokenizer")),
-        fusion=FusionConfig(width=16, num_heads=4), head=HeadConfig((32,), 8))
+            ModalityConfig(
+                "image",
+                "resnet18",
+                dict(width=8, stem="cifar", pool=False),
+                "patch",
+                dict(patch_size=2),
+            ),
+            ModalityConfig(
+                "proprio", "mlp", dict(in_features=8, hidden_dims=[16] * 4, out_dim=16), "one_token"
+            ),
+            ModalityConfig(
+                "force",
+                "causal_conv",
+                dict(in_features=6, channels=[8] * 4 + [16]),
+                "feature_tokenizer",
+            ),
+        ),
+        fusion=FusionConfig(width=16, num_heads=4),
+        head=HeadConfig((32,), 8),
+    )
 
 
 def inputs(cfg, seed=0, t=8):
@@ -77,15 +106,21 @@ def pure(model):
 
     def apply(params, x, valid, modality_mask, key):
         m = nnx.merge(graphdef, params, rest)
-        return m(x, valid, modality_mask, deterministic=key is None,
-                 rngs=None if key is None else nnx.Rngs(dropout=key))
+        return m(
+            x,
+            valid,
+            modality_mask,
+            deterministic=key is None,
+            rngs=None if key is None else nnx.Rngs(dropout=key),
+        )
 
     return apply, params
 
 
-@pytest.mark.parametrize("make_cfg, tokens", [
-    (trifeature_cfg, (16, 16)), (mosi_cfg, (8, 8, 8)), (mimic_cfg, (10, 8)),
-    (vt_cfg, (4, 1, 16))])
+@pytest.mark.parametrize(
+    "make_cfg, tokens",
+    [(trifeature_cfg, (16, 16)), (mosi_cfg, (8, 8, 8)), (mimic_cfg, (10, 8)), (vt_cfg, (4, 1, 16))],
+)
 def test_paper_configurations_shapes(make_cfg, tokens):
     cfg = make_cfg()
     x, valid = inputs(cfg)
@@ -100,17 +135,24 @@ def test_paper_configurations_shapes(make_cfg, tokens):
 
     toks, z, h, uni = jax.eval_shape(run, state, x, valid)
     assert tuple(t.shape[1] for t in toks.tokens) == tokens
-    assert all(t.shape == (B, n, cfg.fusion.width) for t, n in zip(toks.tokens, tokens,
-                                                                    strict=True))
+    assert all(
+        t.shape == (B, n, cfg.fusion.width) for t, n in zip(toks.tokens, tokens, strict=True)
+    )
     assert all(m.shape == (B, n) for m, n in zip(toks.masks, tokens, strict=True))
     assert z.shape == (B, cfg.fusion.width) and h.shape == (B, cfg.head.out_dim)
     assert {k: v.shape for k, v in uni.items()} == {
-        k: (B, d) for k, d in model.unimodal_dims.items()}
+        k: (B, d) for k, d in model.unimodal_dims.items()
+    }
 
 
-@pytest.mark.parametrize("make_cfg", [
-    mimic_cfg, pytest.param(vt_cfg, marks=pytest.mark.slow),
-    pytest.param(trifeature_cfg, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "make_cfg",
+    [
+        mimic_cfg,
+        pytest.param(vt_cfg, marks=pytest.mark.slow),
+        pytest.param(trifeature_cfg, marks=pytest.mark.slow),
+    ],
+)
 def test_masked_modality_has_exactly_no_influence(make_cfg):
     """CoMM Sec. 3.3 projections: with modality j masked, the output and its gradient are
     exactly independent of x_j (bitwise), while unmasked modalities do matter."""
@@ -153,8 +195,12 @@ def test_padded_steps_do_not_change_fused_output():
     apply, params = pure(build_model(cfg, rngs=nnx.Rngs(0)))
     x, valid = inputs(cfg, seed=2)
     rng = np.random.default_rng(3)
-    garbage = {k: np.where(valid[k][..., None], v, rng.normal(scale=1e3, size=v.shape))
-                  .astype(np.float32) if k in valid else v for k, v in x.items()}
+    garbage = {
+        k: np.where(valid[k][..., None], v, rng.normal(scale=1e3, size=v.shape)).astype(np.float32)
+        if k in valid
+        else v
+        for k, v in x.items()
+    }
     f = jax.jit(lambda x: apply(params, x, valid, None, None))
     np.testing.assert_array_equal(np.asarray(f(garbage)), np.asarray(f(x)))
 
@@ -172,15 +218,21 @@ def test_pure_function_jits_once_across_steps_and_masks():
 
 
 def test_dropout_uses_the_explicit_key():
-    cfg = ModelConfig(modalities=mimic_cfg().modalities,
-                      fusion=FusionConfig(width=40, dropout=0.5), head=HeadConfig((), 40))
+    cfg = ModelConfig(
+        modalities=mimic_cfg().modalities,
+        fusion=FusionConfig(width=40, dropout=0.5),
+        head=HeadConfig((), 40),
+    )
     apply, params = pure(build_model(cfg, rngs=nnx.Rngs(0)))
     x, valid = inputs(cfg)
     f = jax.jit(apply)
-    a, b = f(params, x, valid, None, jax.random.key(0)), f(params, x, valid, None,
-                                                            jax.random.key(1))
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(f(params, x, valid, None,
-                                                               jax.random.key(0))))
+    a, b = (
+        f(params, x, valid, None, jax.random.key(0)),
+        f(params, x, valid, None, jax.random.key(1)),
+    )
+    np.testing.assert_array_equal(
+        np.asarray(a), np.asarray(f(params, x, valid, None, jax.random.key(0)))
+    )
     assert not np.allclose(np.asarray(a), np.asarray(b))
     model = build_model(cfg, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="needs rngs"):
@@ -198,12 +250,16 @@ def test_shard_map_over_batch_matches_single_device():
     finally:
         B = b_saved
     mesh = jax.make_mesh((n_dev,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-    sharded = jax.jit(jax.shard_map(
-        lambda p, x, v: apply(p, x, v, None, None), mesh=mesh,
-        in_specs=(P(), P("data"), P("data")), out_specs=P("data")))
+    sharded = jax.jit(
+        jax.shard_map(
+            lambda p, x, v: apply(p, x, v, None, None),
+            mesh=mesh,
+            in_specs=(P(), P("data"), P("data")),
+            out_specs=P("data"),
+        )
+    )
     ref = jax.jit(lambda p, x, v: apply(p, x, v, None, None))(params, x, valid)
-    np.testing.assert_allclose(np.asarray(sharded(params, x, valid)), np.asarray(ref),
-                               atol=1e-5)
+    np.testing.assert_allclose(np.asarray(sharded(params, x, valid)), np.asarray(ref), atol=1e-5)
 
 
 def test_bf16_forward_is_finite_and_params_stay_float32():

@@ -111,8 +111,8 @@ def numpy_gru(x, valid, wi, bi, wh, bh):
             if valid[n, s]:
                 gi, gh = x[n, s] @ wi + bi, h @ wh + bh
                 r = sig(gi[:hd] + gh[:hd])
-                z = sig(gi[hd:2 * hd] + gh[hd:2 * hd])
-                c = np.tanh(gi[2 * hd:] + r * gh[2 * hd:])
+                z = sig(gi[hd : 2 * hd] + gh[hd : 2 * hd])
+                c = np.tanh(gi[2 * hd :] + r * gh[2 * hd :])
                 h = (1 - z) * c + z * h
             states[n, s] = h
         last[n] = h
@@ -126,8 +126,14 @@ def test_gru_matches_numpy_loop_and_ignores_padding():
     valid = lengths_to_valid([7, 4, 1], 7)
     out = gru(jnp.asarray(x), jnp.asarray(valid))
     p = lambda v: np.asarray(v[...], np.float64)
-    states, last = numpy_gru(x, valid, p(gru.input_proj.kernel), p(gru.input_proj.bias),
-                             p(gru.hidden_proj.kernel), p(gru.hidden_proj.bias))
+    states, last = numpy_gru(
+        x,
+        valid,
+        p(gru.input_proj.kernel),
+        p(gru.input_proj.bias),
+        p(gru.hidden_proj.kernel),
+        p(gru.hidden_proj.bias),
+    )
     np.testing.assert_allclose(np.asarray(out.features), states, atol=1e-5)
     np.testing.assert_allclose(np.asarray(out.pooled), last, atol=1e-5)
     out2 = gru(jnp.asarray(garbage_like(x, valid, 1)), jnp.asarray(valid))
@@ -147,8 +153,9 @@ def test_gru_out_dim_projects_last_state():
 @pytest.mark.parametrize("pool", ["mean", "last"])
 def test_transformer_encoder_ignores_padded_steps(pool):
     rng = np.random.default_rng(1)
-    enc = jitted(TransformerEncoder(6, width=20, num_layers=2, num_heads=5, pool=pool,
-                                    rngs=nnx.Rngs(0)))
+    enc = jitted(
+        TransformerEncoder(6, width=20, num_layers=2, num_heads=5, pool=pool, rngs=nnx.Rngs(0))
+    )
     x = rng.normal(size=(3, 9, 6)).astype(np.float32)
     valid = lengths_to_valid([9, 5, 2], 9)
     a = enc(jnp.asarray(x), jnp.asarray(valid))
@@ -200,8 +207,14 @@ def conv_params(k, cin, cout, bias=True):
 def test_alexnet_parameter_count_by_hand():
     ch = (8, 16, 24, 16, 16)
     model = abstract(lambda: AlexNet(3, ch, out_dim=12, rngs=nnx.Rngs(0)))
-    expected = (conv_params(5, 3, 8) + conv_params(5, 8, 16) + conv_params(3, 16, 24)
-                + conv_params(3, 24, 16) + conv_params(3, 16, 16) + (16 * 12 + 12))
+    expected = (
+        conv_params(5, 3, 8)
+        + conv_params(5, 8, 16)
+        + conv_params(3, 16, 24)
+        + conv_params(3, 24, 16)
+        + conv_params(3, 16, 16)
+        + (16 * 12 + 12)
+    )
     assert n_params(model) == expected
     # torchvision's alexnet(): 61,100,840 parameters, of which the classifier holds
     # 9216*4096+4096 + 4096*4096+4096 + 4096*1000+1000 = 58,631,144; features = 2,469,696.
@@ -237,17 +250,19 @@ def test_resnet18_parameter_count_by_hand():
 
 def test_cnn_feature_maps_and_pooled_vectors():
     x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
-    a = out_shapes(lambda: AlexNet(3, (8, 16, 16, 16, 16), pool=False, out_dim=12,
-                                   rngs=nnx.Rngs(0)), x)
+    a = out_shapes(
+        lambda: AlexNet(3, (8, 16, 16, 16, 16), pool=False, out_dim=12, rngs=nnx.Rngs(0)), x
+    )
     assert a.features.shape == (2, 4, 4, 16) and a.pooled.shape == (2, 12)
-    a = out_shapes(lambda: AlexNet(3, variant="imagenet", rngs=nnx.Rngs(0)),
-                   jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32))
+    a = out_shapes(
+        lambda: AlexNet(3, variant="imagenet", rngs=nnx.Rngs(0)),
+        jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32),
+    )
     assert a.features.shape == (1, 256)
     r = out_shapes(lambda: ResNet18(3, width=8, stem="cifar", pool=False, rngs=nnx.Rngs(0)), x)
     assert r.features.shape == (2, 4, 4, 64) and r.pooled.shape == (2, 64)
     r = out_shapes(lambda: ResNet18(3, width=8, pool=True, out_dim=7, rngs=nnx.Rngs(0)), x)
     assert r.features.shape == (2, 7)
-
 
 
 # ---------------------------------------------------------------- converters, head
@@ -272,12 +287,13 @@ def test_patch_embedding_adds_fixed_2d_positions():
     ref = np.zeros((2, 2, 3, 16))
     for i in range(2):
         for j in range(3):
-            patch = fmap[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2, :]
+            patch = fmap[:, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2, :]
             ref[:, i, j] = np.einsum("bhwc,hwcd->bd", patch, k) + bias
     ref = ref.reshape(2, 6, 16) + np.asarray(sincos_2d(2, 3, 16))[None]
     np.testing.assert_allclose(np.asarray(tokens), ref, atol=1e-4)
-    assert not any("pos" in str(p) for p in jax.tree_util.tree_leaves_with_path(
-        nnx.state(pe, nnx.Param)))  # positions are fixed, not parameters
+    assert not any(
+        "pos" in str(p) for p in jax.tree_util.tree_leaves_with_path(nnx.state(pe, nnx.Param))
+    )  # positions are fixed, not parameters
 
 
 def test_identity_and_one_token_converters():

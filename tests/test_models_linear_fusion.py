@@ -29,19 +29,25 @@ def linear_cfg(dropout: float = 0.0) -> ModelConfig:
     """Two tiny MLP modalities (both vector converters) and a padded GRU sequence."""
     return ModelConfig(
         modalities=(
-            ModalityConfig("tab", "mlp", dict(in_features=3, hidden_dims=[5], out_dim=4),
-                           "feature_tokenizer"),
+            ModalityConfig(
+                "tab", "mlp", dict(in_features=3, hidden_dims=[5], out_dim=4), "feature_tokenizer"
+            ),
             ModalityConfig("prop", "mlp", dict(in_features=2, out_dim=5), "one_token"),
-            ModalityConfig("ts", "gru", dict(in_features=3, hidden=5))),
+            ModalityConfig("ts", "gru", dict(in_features=3, hidden=5)),
+        ),
         # width 6 is not divisible by the 8 default heads: irrelevant (and allowed) for "linear".
         fusion=FusionConfig(width=D, dropout=dropout, kind="linear"),
-        head=HeadConfig((8,), 4))
+        head=HeadConfig((8,), 4),
+    )
 
 
 def model_inputs(seed: int = 0):
     rng = np.random.default_rng(seed)
-    x = {"tab": rng.normal(size=(B, 3)), "prop": rng.normal(size=(B, 2)),
-         "ts": rng.normal(size=(B, T, 3))}
+    x = {
+        "tab": rng.normal(size=(B, 3)),
+        "prop": rng.normal(size=(B, 2)),
+        "ts": rng.normal(size=(B, T, 3)),
+    }
     x = {k: v.astype(np.float32) for k, v in x.items()}
     valid = {"ts": np.arange(T)[None] < np.array([T, 3, 1, 4])[:, None]}
     return x, valid
@@ -92,11 +98,13 @@ def test_linear_fusion_matches_numpy_and_ignores_padding():
     assert out.shape == (B, D) and out.dtype == np.float32
     np.testing.assert_allclose(out, np_linear_fusion(module, tokens, masks, present), atol=2e-5)
     # (n,) masks broadcast over the batch; None means every modality is present.
-    np.testing.assert_allclose(np.asarray(f(tokens, present[0])),
-                               np.asarray(f(tokens, None)), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(f(tokens, present[0])), np.asarray(f(tokens, None)), atol=1e-6
+    )
     # Padded tokens are dropped with `where`: even NaN / inf there changes neither output nor grad.
-    bad = [np.where(m[..., None], t, np.float32(np.nan)) for t, m in zip(tokens, masks,
-                                                                          strict=True)]
+    bad = [
+        np.where(m[..., None], t, np.float32(np.nan)) for t, m in zip(tokens, masks, strict=True)
+    ]
     bad[1] = np.where(masks[1][..., None], tokens[1], np.float32(np.inf))
     np.testing.assert_array_equal(np.asarray(f(bad, present)), out)
     grads = jax.jit(jax.grad(lambda toks: jnp.sum(f(toks, present) ** 2)))(bad)
@@ -108,8 +116,9 @@ def test_linear_fusion_matches_numpy_and_ignores_padding():
 def test_linear_fusion_dropout_and_bad_inputs():
     module = LinearFusion(D, 3, dropout=0.5, rngs=nnx.Rngs(0))
     tokens, masks = fusion_inputs(seed=1)
-    run = lambda k: np.asarray(module(tokens, masks, deterministic=False,
-                                      rngs=nnx.Rngs(dropout=jax.random.key(k))))
+    run = lambda k: np.asarray(
+        module(tokens, masks, deterministic=False, rngs=nnx.Rngs(dropout=jax.random.key(k)))
+    )
     np.testing.assert_array_equal(run(0), run(0))
     assert not np.allclose(run(0), run(1))
     with pytest.raises(ValueError, match="built for 3 modalities, got 2"):
@@ -166,23 +175,34 @@ def test_model_padded_steps_do_not_change_output():
     apply, params = pure(build_model(cfg, rngs=nnx.Rngs(0)))
     x, valid = model_inputs(seed=2)
     garbage = dict(x)
-    garbage["ts"] = np.where(valid["ts"][..., None], x["ts"],
-                             np.float32(1e3) * np.sign(x["ts"]) + 5.0).astype(np.float32)
+    garbage["ts"] = np.where(
+        valid["ts"][..., None], x["ts"], np.float32(1e3) * np.sign(x["ts"]) + 5.0
+    ).astype(np.float32)
     f = jax.jit(lambda x: apply(params, x, valid, None))
     np.testing.assert_array_equal(np.asarray(f(garbage)), np.asarray(f(x)))
 
 
 def test_comm_with_linear_fusion_trains():
     cfg = ModelConfig(
-        modalities=tuple(ModalityConfig(f"m{i}", "mlp", dict(in_features=4 + i, hidden_dims=[8],
-                                                             out_dim=8), "feature_tokenizer")
-                         for i in range(2)),
-        fusion=FusionConfig(width=8, kind="linear"), head=HeadConfig((16,), 8))
+        modalities=tuple(
+            ModalityConfig(
+                f"m{i}",
+                "mlp",
+                dict(in_features=4 + i, hidden_dims=[8], out_dim=8),
+                "feature_tokenizer",
+            )
+            for i in range(2)
+        ),
+        fusion=FusionConfig(width=8, kind="linear"),
+        head=HeadConfig((16,), 8),
+    )
     method = CoMM(cfg.to_dict(), CoMMConfig())
     rng = np.random.default_rng(0)
     base = {f"m{i}": rng.normal(size=(8, 4 + i)).astype(np.float32) for i in range(2)}
-    view = lambda: {"x": {k: v + 0.1 * rng.normal(size=v.shape).astype(np.float32)
-                          for k, v in base.items()}, "valid": {}}
+    view = lambda: {
+        "x": {k: v + 0.1 * rng.normal(size=v.shape).astype(np.float32) for k, v in base.items()},
+        "valid": {},
+    }
     batch = {"view1": view(), "view2": view()}
     params = jax.jit(method.init)(jax.random.key(0), batch)
     assert isinstance(method.module(params).model.fusion, LinearFusion)

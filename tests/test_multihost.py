@@ -18,69 +18,81 @@ TIMEOUT_S = 240
 
 
 def _gloo_missing_reason() -> str | None:
-  if "jax_cpu_collectives_implementation" not in jax.config.values:
-    return f"jax {jax.__version__} has no jax_cpu_collectives_implementation option"
-  try:
-    from jax._src.lib import xla_client
-  except ImportError as e:
-    return f"cannot inspect jaxlib for gloo: {e}"
-  if not hasattr(xla_client._xla, "make_gloo_tcp_collectives"):
-    return f"jaxlib {jax.__version__} was built without gloo CPU collectives"
-  return None
+    if "jax_cpu_collectives_implementation" not in jax.config.values:
+        return f"jax {jax.__version__} has no jax_cpu_collectives_implementation option"
+    try:
+        from jax._src.lib import xla_client
+    except ImportError as e:
+        return f"cannot inspect jaxlib for gloo: {e}"
+    if not hasattr(xla_client._xla, "make_gloo_tcp_collectives"):
+        return f"jaxlib {jax.__version__} was built without gloo CPU collectives"
+    return None
 
 
 def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(_gloo_missing_reason() is not None, reason=str(_gloo_missing_reason()))
 def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
-  n_proc, devices_each = 2, 2
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices_each}"
-  env["JAX_PLATFORMS"] = "cpu"
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env["PYTHONPATH"] = os.pathsep.join([repo, env.get("PYTHONPATH", "")])
-  port = _free_port()
-  outs = [tmp_path / f"params_{i}.npz" for i in range(n_proc)]
-  procs = [
-      subprocess.Popen(
-          [sys.executable, worker.__file__, str(port), str(i), str(n_proc),
-           str(tmp_path / "workdir"), str(outs[i])],
-          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-      )
-      for i in range(n_proc)
-  ]
-  logs = []
-  try:
-    for p in procs:
-      logs.append(p.communicate(timeout=TIMEOUT_S)[0])
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-        p.wait()
-  for i, (p, log) in enumerate(zip(procs, logs, strict=True)):
-    assert p.returncode == 0, f"process {i} failed:\n{log[-4000:]}"
+    n_proc, devices_each = 2, 2
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices_each}"
+    env["JAX_PLATFORMS"] = "cpu"
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([repo, env.get("PYTHONPATH", "")])
+    port = _free_port()
+    outs = [tmp_path / f"params_{i}.npz" for i in range(n_proc)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                worker.__file__,
+                str(port),
+                str(i),
+                str(n_proc),
+                str(tmp_path / "workdir"),
+                str(outs[i]),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(n_proc)
+    ]
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=TIMEOUT_S)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for i, (p, log) in enumerate(zip(procs, logs, strict=True)):
+        assert p.returncode == 0, f"process {i} failed:\n{log[-4000:]}"
 
-  # Reference: one process, one device, the whole global batch.
-  mesh = train_lib.make_mesh(jax.devices()[:1])
-  batches = worker.global_batches()
-  cfg = worker.make_config(str(tmp_path / "unused"))
-  trainer = train_lib.Trainer(worker.make_method(), cfg, batches[0], mesh=mesh)
-  state = trainer.init_state()
-  for i in range(worker.STEPS):
-    state, _ = trainer.train_step(state, trainer.shard(batches[i]))
-  want = worker.flat_params(state.params)
+    # Reference: one process, one device, the whole global batch.
+    mesh = train_lib.make_mesh(jax.devices()[:1])
+    batches = worker.global_batches()
+    cfg = worker.make_config(str(tmp_path / "unused"))
+    trainer = train_lib.Trainer(worker.make_method(), cfg, batches[0], mesh=mesh)
+    state = trainer.init_state()
+    for i in range(worker.STEPS):
+        state, _ = trainer.train_step(state, trainer.shard(batches[i]))
+    want = worker.flat_params(state.params)
 
-  for i, out in enumerate(outs):
-    got = dict(np.load(out))
-    assert int(got.pop("devices")) == n_proc * devices_each
-    assert set(got) == set(want)
-    for k in want:
-      np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-7, err_msg=f"process {i} {k}")
-  # Both hosts wrote their data-iterator position into the shared checkpoint.
-  data_dir = tmp_path / "workdir" / "checkpoints" / str(worker.STEPS) / "data"
-  assert {f"process_{i}-of-{n_proc}.json" for i in range(n_proc)} <= set(os.listdir(data_dir))
+    for i, out in enumerate(outs):
+        got = dict(np.load(out))
+        assert int(got.pop("devices")) == n_proc * devices_each
+        assert set(got) == set(want)
+        for k in want:
+            np.testing.assert_allclose(
+                got[k], want[k], rtol=1e-5, atol=1e-7, err_msg=f"process {i} {k}"
+            )
+    # Both hosts wrote their data-iterator position into the shared checkpoint.
+    data_dir = tmp_path / "workdir" / "checkpoints" / str(worker.STEPS) / "data"
+    assert {f"process_{i}-of-{n_proc}.json" for i in range(n_proc)} <= set(os.listdir(data_dir))

@@ -23,10 +23,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _train(name, workdir, data_dir, steps=2):
-    cfg = experiment.override(configs.get_config(name, "smoke"), [
-        f"train.workdir={workdir}", f"train.steps={steps}", "train.ckpt_every=0",
-        f"data.data_dir={data_dir}",
-    ])
+    cfg = experiment.override(
+        configs.get_config(name, "smoke"),
+        [
+            f"train.workdir={workdir}",
+            f"train.steps={steps}",
+            "train.ckpt_every=0",
+            f"data.data_dir={data_dir}",
+        ],
+    )
     train_launch.prepare(cfg)
     return cfg, train_launch.run(cfg)
 
@@ -77,9 +82,21 @@ def test_cli_in_a_separate_process_writes_table_and_json(comm_run, tmp_path):
     workdir, _, _ = comm_run
     out = tmp_path / "probe.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "launch.probe", "--workdir", workdir, "--tasks",
-         "shape,texture1,texture2,synergy", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "launch.probe",
+            "--workdir",
+            workdir,
+            "--tasks",
+            "shape,texture1,texture2,synergy",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -94,12 +111,14 @@ def test_cli_in_a_separate_process_writes_table_and_json(comm_run, tmp_path):
     rus = report["rus"]
     u = report["tasks"]["texture1"], report["tasks"]["texture2"]
     assert rus["uniqueness"]["value"] == pytest.approx(
-        (u[0]["metrics"]["balanced_accuracy"] + u[1]["metrics"]["balanced_accuracy"]) / 2)
+        (u[0]["metrics"]["balanced_accuracy"] + u[1]["metrics"]["balanced_accuracy"]) / 2
+    )
     assert rus["synergy"]["chance"] == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize(
-    "name", ["cross_trifeature", pytest.param("factorcl_trifeature", marks=pytest.mark.slow)])
+    "name", ["cross_trifeature", pytest.param("factorcl_trifeature", marks=pytest.mark.slow)]
+)
 def test_other_methods_probe_from_the_directory_alone(name, tmp_path, data_dir):
     workdir = str(tmp_path / name)
     _, state = _train(name, workdir, data_dir)
@@ -161,15 +180,15 @@ def test_corrupt_checkpoint_is_one_clear_error(comm_run, tmp_path, capsys, part)
     assert str(broken / "checkpoints" / "2") in err[0]
 
 
-@pytest.mark.parametrize(
-    "mode", ["linear", pytest.param("supcon", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("mode", ["linear", pytest.param("supcon", marks=pytest.mark.slow)])
 def test_finetune_keeps_the_best_epoch_and_leaves_the_run_untouched(comm_run, mode):
     workdir, _, _ = comm_run
     run = pc.load_run(workdir)
     before = [np.array(x) for x in jax.tree.leaves(run.params)]
     task = probe_lib.ProbeTask("shape", "classification", 10)
-    cfg = ft_lib.FinetuneConfig(mode=mode, epochs=2, patience=0, batch_size=8,
-                                max_steps_per_epoch=2)
+    cfg = ft_lib.FinetuneConfig(
+        mode=mode, epochs=2, patience=0, batch_size=8, max_steps_per_epoch=2
+    )
     out = ft_lib.finetune(run, task, cfg, log=None)
     scores = [h["val_balanced_accuracy"] for h in out["history"]]
     # Early stopping with patience 0: stop at the first epoch that does not improve.

@@ -12,11 +12,28 @@ from launch import repro_factorcl_synthetic as repro
 
 def test_main_writes_fig1_table1_png_and_json(tmp_path, capsys):
     out = tmp_path / "out"
-    rc = repro.main([
-        "--out", str(out), "--data-dir", str(tmp_path / "data"), "--tiny", "--no-progress",
-        "--ratios", "1.0", "--methods", "factorcl_ssl,simclr", "--steps", "2",
-        "--batch-size", "8", "--table1-config", "ratio10", "--probe-max-iter", "20",
-    ])
+    rc = repro.main(
+        [
+            "--out",
+            str(out),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--tiny",
+            "--no-progress",
+            "--ratios",
+            "1.0",
+            "--methods",
+            "factorcl_ssl,simclr",
+            "--steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--table1-config",
+            "ratio10",
+            "--probe-max-iter",
+            "20",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "Fig. 1" in text and "Table 1" in text and "FactorCL-SSL ZU1" in text
@@ -46,8 +63,9 @@ def test_latent_information_matches_closed_form_gaussian_bound():
     n, k = 20_000, 3
     var_w, var_noise = np.array([0.5, 0.5, 0.5]), np.array([0.5, 0.1, 2.0])
     w = rng.normal(size=(n, k)) * np.sqrt(var_w)
-    z = np.concatenate([w + rng.normal(size=(n, k)) * np.sqrt(var_noise),
-                        rng.normal(size=(n, 2))], axis=1)  # plus two useless features
+    z = np.concatenate(
+        [w + rng.normal(size=(n, k)) * np.sqrt(var_noise), rng.normal(size=(n, 2))], axis=1
+    )  # plus two useless features
     res = repro.latent_information(z[:15_000], w[:15_000], z[15_000:], w[15_000:], seed=0)
     expected = 0.5 * np.log2(1 + var_w / var_noise)
     np.testing.assert_allclose(res["per_dim_bits"], expected, atol=0.03)
@@ -62,11 +80,14 @@ def test_latent_information_is_zero_for_independent_features():
     assert res["bits"] < 0.02
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--ratios", "0.3"], "not one of the builder's ratios"),
-    (["--methods", "clip"], "unknown"),
-    (["--epochs", "0"], "--epochs must be > 0"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--ratios", "0.3"], "not one of the builder's ratios"),
+        (["--methods", "clip"], "unknown"),
+        (["--epochs", "0"], "--epochs must be > 0"),
+    ],
+)
 def test_bad_arguments_exit_2(tmp_path, capsys, argv, match):
     assert repro.main(["--out", str(tmp_path), *argv]) == 2
     assert match in capsys.readouterr().err
@@ -74,4 +95,10 @@ def test_bad_arguments_exit_2(tmp_path, capsys, argv, match):
 
 def test_ratio_config_names():
     assert [repro.ratio_config(r) for r in repro.RATIOS] == [
-        "ratio00", "ratio02", "ratio04", "ratio06", "ratio08", "ratio10"]
+        "ratio00",
+        "ratio02",
+        "ratio04",
+        "ratio06",
+        "ratio08",
+        "ratio10",
+    ]

@@ -81,8 +81,9 @@ class JointAugmentation:
 
     modalities: tuple[str, ...] = ()
 
-    def __call__(self, xs: dict[str, np.ndarray], valids: dict[str, np.ndarray],
-                 rng: np.random.Generator):
+    def __call__(
+        self, xs: dict[str, np.ndarray], valids: dict[str, np.ndarray], rng: np.random.Generator
+    ):
         raise TypeError(f"{type(self).__name__} must override __call__")
 
     def __repr__(self) -> str:
@@ -126,13 +127,15 @@ class RandomResizedCrop(Augmentation):
 
     kinds = (IMAGE,)
 
-    def __init__(self, scale: Sequence[float] = (0.08, 1.0),
-                 ratio: Sequence[float] = (3 / 4, 4 / 3)):
+    def __init__(
+        self, scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3)
+    ):
         self.scale = _check_range("random_resized_crop scale", *scale, high=1.0)
         self.ratio = _check_range("random_resized_crop ratio", *ratio)
         if self.ratio[0] <= 0 or self.scale[1] <= 0:
             raise ValueError(
-                f"random_resized_crop needs positive scale/ratio, got {scale}, {ratio}")
+                f"random_resized_crop needs positive scale/ratio, got {scale}, {ratio}"
+            )
 
     def crop_box(self, height: int, width: int, rng: np.random.Generator):
         """Returns (top, left, h, w) of the crop, before resizing."""
@@ -159,7 +162,7 @@ class RandomResizedCrop(Augmentation):
     def __call__(self, x, valid, rng):
         _check_image(x)
         top, left, h, w = self.crop_box(x.shape[0], x.shape[1], rng)
-        return resize_bilinear(x[top:top + h, left:left + w], x.shape[0], x.shape[1]), valid
+        return resize_bilinear(x[top : top + h, left : left + w], x.shape[0], x.shape[1]), valid
 
 
 def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
@@ -169,8 +172,9 @@ def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
     delta = maxc - minc
     # Grey pixels (delta = 0) get hue 0 and, since maxc = 0 implies delta = 0, saturation 0.
     inv = 1.0 / np.maximum(delta, 1e-12)
-    h = np.where(maxc == r, (g - b) * inv,
-                 np.where(maxc == g, (b - r) * inv + 2.0, (r - g) * inv + 4.0))
+    h = np.where(
+        maxc == r, (g - b) * inv, np.where(maxc == g, (b - r) * inv + 2.0, (r - g) * inv + 4.0)
+    )
     h = np.where(delta > 0, (h / 6.0) % 1.0, 0.0)
     return np.stack([h, delta / np.maximum(maxc, 1e-12), maxc], axis=-1).astype(np.float32)
 
@@ -198,10 +202,19 @@ class ColorJitter(Augmentation):
 
     kinds = (IMAGE,)
 
-    def __init__(self, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4,
-                 hue: float = 0.1, p: float = 0.8):
-        for name, value in (("brightness", brightness), ("contrast", contrast),
-                            ("saturation", saturation)):
+    def __init__(
+        self,
+        brightness: float = 0.4,
+        contrast: float = 0.4,
+        saturation: float = 0.4,
+        hue: float = 0.1,
+        p: float = 0.8,
+    ):
+        for name, value in (
+            ("brightness", brightness),
+            ("contrast", contrast),
+            ("saturation", saturation),
+        ):
             if value < 0:
                 raise ValueError(f"color_jitter {name} must be >= 0, got {value}")
         if not 0 <= hue <= 0.5:
@@ -255,8 +268,9 @@ class GaussianBlur(Augmentation):
 
     kinds = (IMAGE,)
 
-    def __init__(self, sigma: Sequence[float] = (0.1, 2.0), p: float = 0.5,
-                 kernel_size: int | None = None):
+    def __init__(
+        self, sigma: Sequence[float] = (0.1, 2.0), p: float = 0.5, kernel_size: int | None = None
+    ):
         self.sigma = _check_range("gaussian_blur sigma", *sigma)
         if self.sigma[0] <= 0:
             raise ValueError(f"gaussian_blur sigma must be > 0, got {sigma}")
@@ -276,9 +290,9 @@ class GaussianBlur(Augmentation):
         taps /= taps.sum()
         h, w = x.shape[:2]
         padded = np.pad(x, ((r, r), (0, 0), (0, 0)), mode="reflect" if h > r else "edge")
-        x = sum(t * padded[i:i + h] for i, t in enumerate(taps))
+        x = sum(t * padded[i : i + h] for i, t in enumerate(taps))
         padded = np.pad(x, ((0, 0), (r, r), (0, 0)), mode="reflect" if w > r else "edge")
-        x = sum(t * padded[:, i:i + w] for i, t in enumerate(taps))
+        x = sum(t * padded[:, i : i + w] for i, t in enumerate(taps))
         return x.astype(np.float32), valid
 
 
@@ -320,7 +334,8 @@ class GaussianNoise(Augmentation):
         if self.sigma.ndim == 1 and x.shape[-1] != self.sigma.shape[0]:
             raise ValueError(
                 f"gaussian_noise has {self.sigma.shape[0]} per-feature sigmas, input has "
-                f"{x.shape[-1]} features (shape {x.shape})")
+                f"{x.shape[-1]} features (shape {x.shape})"
+            )
         noise = rng.standard_normal(x.shape).astype(np.float32) * self.sigma
         if valid is not None:
             noise *= valid.reshape(valid.shape + (1,) * (x.ndim - 1))
@@ -339,8 +354,9 @@ def _mask_steps(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return np.where(keep.reshape(keep.shape + (1,) * (x.ndim - 1)), x, np.zeros((), x.dtype))
 
 
-def sample_drop(valid: np.ndarray, fraction: tuple[float, float],
-                rng: np.random.Generator) -> np.ndarray:
+def sample_drop(
+    valid: np.ndarray, fraction: tuple[float, float], rng: np.random.Generator
+) -> np.ndarray:
     """Returns the new mask after dropping floor(f * n_valid) valid steps, f ~ U[fraction]."""
     idx = np.flatnonzero(valid)
     k = int(math.floor(rng.uniform(*fraction) * idx.size))
@@ -350,8 +366,9 @@ def sample_drop(valid: np.ndarray, fraction: tuple[float, float],
     return keep
 
 
-def sample_crop(valid: np.ndarray, fraction: tuple[float, float],
-                rng: np.random.Generator) -> tuple[int, int]:
+def sample_crop(
+    valid: np.ndarray, fraction: tuple[float, float], rng: np.random.Generator
+) -> tuple[int, int]:
     """Returns (start, length) of a contiguous window covering f ~ U[fraction] of the extent.
 
     The extent is [0, last valid step]; the window has at least one step.
@@ -367,8 +384,8 @@ def apply_crop(x: np.ndarray, valid: np.ndarray, start: int, length: int):
     """Moves steps [start, start + length) to the front and re-pads the tail (zeros / False)."""
     out = np.zeros_like(x)
     keep = np.zeros_like(valid)
-    out[:length] = x[start:start + length]
-    keep[:length] = valid[start:start + length]
+    out[:length] = x[start : start + length]
+    keep[:length] = valid[start : start + length]
     return _mask_steps(out, keep), keep
 
 
@@ -505,16 +522,24 @@ def make_augmentation(name: str, **kwargs: Any) -> Augmentation | JointAugmentat
 AugConfig = Sequence[tuple[str, Mapping[str, Any]]]
 
 
-def simclr_image_augmentations(*, strength: float = 1.0, crop_scale=(0.08, 1.0),
-                               blur_p: float = 0.5, flip: bool = True) -> list:
+def simclr_image_augmentations(
+    *, strength: float = 1.0, crop_scale=(0.08, 1.0), blur_p: float = 0.5, flip: bool = True
+) -> list:
     """SimCLR image set (CoMM App. B.2); `strength` scales the jitter (0.4, 0.4, 0.4, 0.1)."""
     augs = [("random_resized_crop", {"scale": tuple(crop_scale)})]
     if flip:
         augs.append(("horizontal_flip", {"p": 0.5}))
     augs += [
-        ("color_jitter", {"brightness": 0.4 * strength, "contrast": 0.4 * strength,
-                          "saturation": 0.4 * strength, "hue": min(0.5, 0.1 * strength),
-                          "p": 0.8}),
+        (
+            "color_jitter",
+            {
+                "brightness": 0.4 * strength,
+                "contrast": 0.4 * strength,
+                "saturation": 0.4 * strength,
+                "hue": min(0.5, 0.1 * strength),
+                "p": 0.8,
+            },
+        ),
         ("random_grayscale", {"p": 0.2}),
         ("gaussian_blur", {"sigma": (0.1, 2.0), "p": blur_p}),
     ]
@@ -528,9 +553,18 @@ def unique_image_augmentations(*, strength: float = 1.0, flip: bool = True) -> l
     object part the other modality may refer to stays in the image: no crop and no blur.
     """
     augs = [("horizontal_flip", {"p": 0.5})] if flip else []
-    augs.append(("color_jitter", {"brightness": 0.4 * strength, "contrast": 0.4 * strength,
-                                  "saturation": 0.4 * strength, "hue": min(0.5, 0.1 * strength),
-                                  "p": 0.8}))
+    augs.append(
+        (
+            "color_jitter",
+            {
+                "brightness": 0.4 * strength,
+                "contrast": 0.4 * strength,
+                "saturation": 0.4 * strength,
+                "hue": min(0.5, 0.1 * strength),
+                "p": 0.8,
+            },
+        )
+    )
     return augs
 
 

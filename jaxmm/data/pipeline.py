@@ -71,8 +71,9 @@ class ModalitySpec:
     def __post_init__(self):
         if self.kind not in aug_lib.KINDS:
             raise ValueError(f"modality kind must be one of {aug_lib.KINDS}, got {self.kind!r}")
-        if self.kind == aug_lib.IMAGE and (len(self.mean) != 3 or len(self.std) != 3
-                                           or min(self.std) <= 0):
+        if self.kind == aug_lib.IMAGE and (
+            len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0
+        ):
             raise ValueError(f"image mean/std need 3 values, std > 0; got {self.mean}, {self.std}")
 
 
@@ -102,26 +103,35 @@ class DataSpec:
                 aug = aug_lib.make_augmentation(aug_name, **dict(kwargs))
                 if not isinstance(aug, aug_lib.Augmentation) or mod.kind not in aug.kinds:
                     raise ValueError(
-                        f"augmentation {aug_name!r} does not apply to {mod.kind} modality {name!r}")
+                        f"augmentation {aug_name!r} does not apply to {mod.kind} modality {name!r}"
+                    )
                 augs.append(aug)
             per_modality[name] = augs
         joint = []
         for aug_name, kwargs in self.joint_augment:
             aug = aug_lib.make_augmentation(aug_name, **dict(kwargs))
             if not isinstance(aug, aug_lib.JointAugmentation):
-                raise ValueError(f"joint_augment entry {aug_name!r} is not a multimodal "
-                                 "augmentation (use multi_drop / multi_crop)")
-            bad = [m for m in aug.modalities
-                   if self.modalities.get(m, ModalitySpec(aug_lib.IMAGE)).kind
-                   not in _SEQUENCE_KINDS]
+                raise ValueError(
+                    f"joint_augment entry {aug_name!r} is not a multimodal "
+                    "augmentation (use multi_drop / multi_crop)"
+                )
+            bad = [
+                m
+                for m in aug.modalities
+                if self.modalities.get(m, ModalitySpec(aug_lib.IMAGE)).kind not in _SEQUENCE_KINDS
+            ]
             if bad:
                 raise ValueError(f"{aug_name!r} needs sequence modalities of this spec, got {bad}")
             joint.append(aug)
         return per_modality, joint
 
 
-def trifeature_spec(augment: str = "simclr", *, mean: Sequence[float] = IMAGENET_MEAN,
-                    std: Sequence[float] = IMAGENET_STD) -> DataSpec:
+def trifeature_spec(
+    augment: str = "simclr",
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> DataSpec:
     """Spec for the bimodal Trifeature examples ("image1", "image2" + six int labels).
 
     augment: "simclr" (SimCLR set on both images, CoMM Sec. 4.1 / App. B.2), "unique" (SimCLR on
@@ -136,8 +146,10 @@ def trifeature_spec(augment: str = "simclr", *, mean: Sequence[float] = IMAGENET
         raise ValueError(f"trifeature augment must be one of {sorted(presets)}, got {augment!r}")
     a1, a2 = presets[augment]
     return DataSpec(
-        modalities={"image1": ModalitySpec("image", a1, mean, std),
-                    "image2": ModalitySpec("image", a2, mean, std)},
+        modalities={
+            "image1": ModalitySpec("image", a1, mean, std),
+            "image2": ModalitySpec("image", a2, mean, std),
+        },
         labels=("shape", "texture1", "texture2", "color1", "color2", "synergy"),
     )
 
@@ -241,8 +253,11 @@ class EvalView(grain.transforms.Map):
     def map(self, element):
         example, is_real = element
         xs, valids, labels = self.prepare.inputs(example)
-        return {"view1": self.prepare.view(xs, valids, None), "labels": labels,
-                "mask": np.asarray(is_real, bool)}
+        return {
+            "view1": self.prepare.view(xs, valids, None),
+            "labels": labels,
+            "mask": np.asarray(is_real, bool),
+        }
 
 
 class _PaddedSource:
@@ -273,8 +288,9 @@ def _process(process_index: int | None, process_count: int | None) -> tuple[int,
 
 def _local_batch(batch_size: int, pc: int) -> int:
     if batch_size < 1 or batch_size % pc:
-        raise ValueError(f"global batch_size {batch_size} must be a positive multiple of "
-                         f"process_count {pc}")
+        raise ValueError(
+            f"global batch_size {batch_size} must be a positive multiple of process_count {pc}"
+        )
     return batch_size // pc
 
 
@@ -282,8 +298,9 @@ def _check_source(source) -> int:
     try:
         n = len(source)
     except TypeError as e:
-        raise ValueError(f"source must be random access (__len__/__getitem__), got {type(source)}"
-                         ) from e
+        raise ValueError(
+            f"source must be random access (__len__/__getitem__), got {type(source)}"
+        ) from e
     if n == 0:
         raise ValueError("source is empty")
     return n
@@ -303,9 +320,16 @@ def _load_builder_modules(names: Sequence[str], worker_index: int, worker_count:
         builders.load_module(name)
 
 
-def train_dataset(source, spec: DataSpec, *, batch_size: int, seed: int, num_views: int = 2,
-                  process_index: int | None = None,
-                  process_count: int | None = None) -> grain.MapDataset:
+def train_dataset(
+    source,
+    spec: DataSpec,
+    *,
+    batch_size: int,
+    seed: int,
+    num_views: int = 2,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.MapDataset:
     """Infinite, shuffled, augmented, batched dataset of this process's share of the data.
 
     Args:
@@ -327,20 +351,37 @@ def train_dataset(source, spec: DataSpec, *, batch_size: int, seed: int, num_vie
     return ds[pi::pc].batch(local, drop_remainder=True)
 
 
-def train_iterator(source, spec: DataSpec, *, batch_size: int, seed: int, num_views: int = 2,
-                   num_workers: int = 0, num_threads: int = 2, prefetch_batches: int = 4,
-                   process_index: int | None = None,
-                   process_count: int | None = None) -> grain.DatasetIterator:
+def train_iterator(
+    source,
+    spec: DataSpec,
+    *,
+    batch_size: int,
+    seed: int,
+    num_views: int = 2,
+    num_workers: int = 0,
+    num_threads: int = 2,
+    prefetch_batches: int = 4,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.DatasetIterator:
     """Checkpointable iterator over `train_dataset(...)` batches.
 
     num_workers > 0 builds batches in that many worker processes (`mp_prefetch`); the batches
     are identical to num_workers = 0. num_threads / prefetch_batches set the read threads and the
     number of batches each reader keeps ahead.
     """
-    ds = train_dataset(source, spec, batch_size=batch_size, seed=seed, num_views=num_views,
-                       process_index=process_index, process_count=process_count)
-    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
-                                                 prefetch_buffer_size=prefetch_batches))
+    ds = train_dataset(
+        source,
+        spec,
+        batch_size=batch_size,
+        seed=seed,
+        num_views=num_views,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    it_ds = ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_batches)
+    )
     if num_workers > 0:
         from absl import flags
 
@@ -349,17 +390,27 @@ def train_iterator(source, spec: DataSpec, *, batch_size: int, seed: int, num_vi
         # them raises UnparsedFlagAccessError.
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
-        builder_names = sorted(m[len(_BUILDER_MODULE_PREFIX):] for m in list(sys.modules)
-                               if m.startswith(_BUILDER_MODULE_PREFIX))
+        builder_names = sorted(
+            m[len(_BUILDER_MODULE_PREFIX) :]
+            for m in list(sys.modules)
+            if m.startswith(_BUILDER_MODULE_PREFIX)
+        )
         it_ds = it_ds.mp_prefetch(
             grain.MultiprocessingOptions(num_workers=num_workers),
-            worker_init_fn=functools.partial(_load_builder_modules, builder_names))
+            worker_init_fn=functools.partial(_load_builder_modules, builder_names),
+        )
     return iter(it_ds)
 
 
-def eval_dataset(source, spec: DataSpec, *, batch_size: int, pad: bool = True,
-                 process_index: int | None = None,
-                 process_count: int | None = None) -> grain.MapDataset:
+def eval_dataset(
+    source,
+    spec: DataSpec,
+    *,
+    batch_size: int,
+    pad: bool = True,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.MapDataset:
     """One pass, in order, without augmentation; batches {"view1", "labels", "mask"}.
 
     pad=True: the data are padded to ceil(N / batch_size) global batches; "mask" is False on the
@@ -370,8 +421,10 @@ def eval_dataset(source, spec: DataSpec, *, batch_size: int, pad: bool = True,
     pi, pc = _process(process_index, process_count)
     local = _local_batch(batch_size, pc)
     if not pad and pc > 1:
-        raise ValueError("eval_dataset(pad=False) would give processes unequal batch counts; "
-                         "use pad=True with several processes")
+        raise ValueError(
+            "eval_dataset(pad=False) would give processes unequal batch counts; "
+            "use pad=True with several processes"
+        )
     length = math.ceil(n / batch_size) * batch_size if pad else n
     ds = grain.MapDataset.source(_PaddedSource(source, length)).map(EvalView(spec))
     return ds[pi::pc].batch(local, drop_remainder=False)

@@ -49,65 +49,65 @@ MAIN = "main"
 
 @runtime_checkable
 class Method(Protocol):
-  """The contract every jaxmm method satisfies (see the module docstring)."""
+    """The contract every jaxmm method satisfies (see the module docstring)."""
 
-  def init(self, rng: jax.Array, example_batch: Batch) -> Params:
-    """Creates the parameters; `example_batch` provides the input shapes only."""
-    ...
+    def init(self, rng: jax.Array, example_batch: Batch) -> Params:
+        """Creates the parameters; `example_batch` provides the input shapes only."""
+        ...
 
-  def loss(
-      self, params: Params, batch: Batch, rng: jax.Array, *, axis_name: str | None = None
-  ) -> tuple[jax.Array, Metrics]:
-    """Returns (scalar loss, metrics) on this device's shard; `axis_name` gathers negatives."""
-    ...
+    def loss(
+        self, params: Params, batch: Batch, rng: jax.Array, *, axis_name: str | None = None
+    ) -> tuple[jax.Array, Metrics]:
+        """Returns (scalar loss, metrics) on this device's shard; `axis_name` gathers negatives."""
+        ...
 
-  def embed(self, params: Params, batch: Batch) -> jax.Array:
-    """Returns the (B, D) representations used by linear probes."""
-    ...
+    def embed(self, params: Params, batch: Batch) -> jax.Array:
+        """Returns the (B, D) representations used by linear probes."""
+        ...
 
 
 @runtime_checkable
 class InnerMethod(Method, Protocol):
-  """A method with auxiliary parameters trained by their own loss before each main step."""
+    """A method with auxiliary parameters trained by their own loss before each main step."""
 
-  def inner_loss(
-      self, params: Params, batch: Batch, rng: jax.Array, *, axis_name: str | None = None
-  ) -> tuple[jax.Array, Metrics]:
-    """Loss minimised over the inner parameters only."""
-    ...
+    def inner_loss(
+        self, params: Params, batch: Batch, rng: jax.Array, *, axis_name: str | None = None
+    ) -> tuple[jax.Array, Metrics]:
+        """Loss minimised over the inner parameters only."""
+        ...
 
-  def inner_param_filter(self, path: tuple[str, ...]) -> bool:
-    """True for the parameters that `inner_loss` trains (and the main step must not move)."""
-    ...
+    def inner_param_filter(self, path: tuple[str, ...]) -> bool:
+        """True for the parameters that `inner_loss` trains (and the main step must not move)."""
+        ...
 
 
 def has_inner(method: Any) -> bool:
-  """Whether `method` defines the optional inner objective (both halves of it)."""
-  has_loss = callable(getattr(method, "inner_loss", None))
-  has_filter = callable(getattr(method, "inner_param_filter", None))
-  if has_loss != has_filter:
-    raise ValueError(
-        f"{type(method).__name__} defines only one of inner_loss / inner_param_filter; "
-        "an inner objective needs both"
-    )
-  return has_loss
+    """Whether `method` defines the optional inner objective (both halves of it)."""
+    has_loss = callable(getattr(method, "inner_loss", None))
+    has_filter = callable(getattr(method, "inner_param_filter", None))
+    if has_loss != has_filter:
+        raise ValueError(
+            f"{type(method).__name__} defines only one of inner_loss / inner_param_filter; "
+            "an inner objective needs both"
+        )
+    return has_loss
 
 
 def path_names(keypath: tuple[Any, ...]) -> tuple[str, ...]:
-  """A jax key path (DictKey, GetAttrKey, SequenceKey, ...) as a tuple of strings."""
-  names = []
-  for k in keypath:
-    for attr in ("key", "name", "idx"):
-      if hasattr(k, attr):
-        names.append(str(getattr(k, attr)))
-        break
-    else:
-      names.append(str(k))
-  return tuple(names)
+    """A jax key path (DictKey, GetAttrKey, SequenceKey, ...) as a tuple of strings."""
+    names = []
+    for k in keypath:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                names.append(str(getattr(k, attr)))
+                break
+        else:
+            names.append(str(k))
+    return tuple(names)
 
 
 def inner_labels(params: Params, param_filter: Callable[[tuple[str, ...]], bool]) -> Params:
-  """Labels every leaf of `params` with INNER or MAIN (for `optax.multi_transform`)."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: INNER if param_filter(path_names(path)) else MAIN, params
-  )
+    """Labels every leaf of `params` with INNER or MAIN (for `optax.multi_transform`)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: INNER if param_filter(path_names(path)) else MAIN, params
+    )

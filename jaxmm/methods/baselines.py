@@ -50,37 +50,37 @@ LN_100 = math.log(100.0)
 
 
 def _view(batch: Batch, key: str) -> tuple[dict, dict]:
-  """A bare {"x", "valid"} view, or `batch[key]` of a full batch."""
-  if "x" in batch:
-    return batch["x"], batch.get("valid") or {}
-  return get_view(batch, key)
+    """A bare {"x", "valid"} view, or `batch[key]` of a full batch."""
+    if "x" in batch:
+        return batch["x"], batch.get("valid") or {}
+    return get_view(batch, key)
 
 
 def _batch_size(view: tuple[dict, dict]) -> int:
-  return next(iter(view[0].values())).shape[0]
+    return next(iter(view[0].values())).shape[0]
 
 
 def _pairs(names: tuple[str, ...]) -> list[tuple[str, str]]:
-  return list(itertools.combinations(names, 2))
+    return list(itertools.combinations(names, 2))
 
 
 class _UnimodalMethod(NNXMethod):
-  """Per-modality pooled encoder outputs with one projection head each (Cross, CrossSelf, CMC)."""
+    """Per-modality pooled encoder outputs with one projection head each (Cross, CrossSelf, CMC)."""
 
-  min_modalities = 2
+    min_modalities = 2
 
-  def _build_module(self, model: MultimodalModel, rngs: nnx.Rngs) -> MethodModule:
-    heads = unimodal_heads(model, self.config.head_hidden_dims, self.config.proj_dim, rngs)
-    return MethodModule(model, heads=heads)
+    def _build_module(self, model: MultimodalModel, rngs: nnx.Rngs) -> MethodModule:
+        heads = unimodal_heads(model, self.config.head_hidden_dims, self.config.proj_dim, rngs)
+        return MethodModule(model, heads=heads)
 
-  def _project(self, module: MethodModule, view, rng) -> dict[str, jax.Array]:
-    h = module.model.encode_unimodal(*view, deterministic=False, rngs=dropout_rngs(rng))
-    return {m: module.heads[m](h[m]) for m in self.modality_names}
+    def _project(self, module: MethodModule, view, rng) -> dict[str, jax.Array]:
+        h = module.model.encode_unimodal(*view, deterministic=False, rngs=dropout_rngs(rng))
+        return {m: module.heads[m](h[m]) for m in self.modality_names}
 
-  def embed(self, params: Params, batch: Batch) -> jax.Array:
-    """Concatenated per-modality encoder outputs (before heads), model modality order."""
-    h = self.module(params).model.encode_unimodal(*_view(batch, "view1"), deterministic=True)
-    return jnp.concatenate([h[m] for m in self.modality_names], axis=-1)
+    def embed(self, params: Params, batch: Batch) -> jax.Array:
+        """Concatenated per-modality encoder outputs (before heads), model modality order."""
+        h = self.module(params).model.encode_unimodal(*_view(batch, "view1"), deterministic=True)
+        return jnp.concatenate([h[m] for m in self.modality_names], axis=-1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -89,57 +89,62 @@ class _UnimodalMethod(NNXMethod):
 
 @dataclasses.dataclass(frozen=True)
 class CrossConfig(MethodConfig):
-  """CLIP between modalities (CoMM App. B.1 "Cross")."""
+    """CLIP between modalities (CoMM App. B.1 "Cross")."""
 
-  proj_dim: int = 128  # projector output width (official MultiBench configs: 128 / 256)
-  head_hidden_dims: tuple[int, ...] = ()  # () = a linear projector, as in the paper
-  init_logit_scale: float = math.log(1 / 0.07)  # CLIP's initial log inverse temperature
-  max_logit_scale: float = LN_100  # CLIP clamps the scale at 100
-  view: str = "view1"  # the single (unaugmented in the paper) view contrasted across modalities
+    proj_dim: int = 128  # projector output width (official MultiBench configs: 128 / 256)
+    head_hidden_dims: tuple[int, ...] = ()  # () = a linear projector, as in the paper
+    init_logit_scale: float = math.log(1 / 0.07)  # CLIP's initial log inverse temperature
+    max_logit_scale: float = LN_100  # CLIP clamps the scale at 100
+    view: str = "view1"  # the single (unaugmented in the paper) view contrasted across modalities
 
-  def __post_init__(self):
-    if self.proj_dim < 1:
-      raise ValueError(f"CrossConfig.proj_dim must be >= 1, got {self.proj_dim}")
-    if not 0 <= self.max_logit_scale:
-      raise ValueError(f"CrossConfig.max_logit_scale must be >= 0, got {self.max_logit_scale}")
+    def __post_init__(self):
+        if self.proj_dim < 1:
+            raise ValueError(f"CrossConfig.proj_dim must be >= 1, got {self.proj_dim}")
+        if not 0 <= self.max_logit_scale:
+            raise ValueError(
+                f"CrossConfig.max_logit_scale must be >= 0, got {self.max_logit_scale}"
+            )
 
 
 class Cross(_UnimodalMethod):
-  """CLIP-style cross-modal contrastive learning; see the module docstring.
+    """CLIP-style cross-modal contrastive learning; see the module docstring.
 
-  The logit scale is a plain parameter; the clamp to [0, max_logit_scale] (the official code's
-  in-place `clamp_(0, 4.6052)` after each step) is applied inside the loss, so a parameter above
-  the bound behaves exactly like the bound (zero gradient past it).
+    The logit scale is a plain parameter; the clamp to [0, max_logit_scale] (the official code's
+    in-place `clamp_(0, 4.6052)` after each step) is applied inside the loss, so a parameter above
+    the bound behaves exactly like the bound (zero gradient past it).
 
-  Example:
-    >>> method = Cross(model_cfg, CrossConfig(proj_dim=64))
-    >>> loss, metrics = method.loss(method.init(key, batch), batch, key)
-  """
+    Example:
+      >>> method = Cross(model_cfg, CrossConfig(proj_dim=64))
+      >>> loss, metrics = method.loss(method.init(key, batch), batch, key)
+    """
 
-  name = "cross"
+    name = "cross"
 
-  def __init__(self, model_config: ModelConfig | Mapping[str, Any],
-               config: CrossConfig | None = None):
-    super().__init__(model_config)
-    self.config = CrossConfig() if config is None else config
+    def __init__(
+        self, model_config: ModelConfig | Mapping[str, Any], config: CrossConfig | None = None
+    ):
+        super().__init__(model_config)
+        self.config = CrossConfig() if config is None else config
 
-  def _build_module(self, model: MultimodalModel, rngs: nnx.Rngs) -> MethodModule:
-    heads = unimodal_heads(model, self.config.head_hidden_dims, self.config.proj_dim, rngs)
-    return MethodModule(model, heads=heads, logit_scale=self.config.init_logit_scale)
+    def _build_module(self, model: MultimodalModel, rngs: nnx.Rngs) -> MethodModule:
+        heads = unimodal_heads(model, self.config.head_hidden_dims, self.config.proj_dim, rngs)
+        return MethodModule(model, heads=heads, logit_scale=self.config.init_logit_scale)
 
-  def loss(self, params: Params, batch: Batch, rng: jax.Array, *,
-           axis_name: str | None = None) -> tuple[jax.Array, Metrics]:
-    """Mean over modality pairs of the symmetric CLIP loss (Radford et al. 2021, Fig. 3)."""
-    module = self.module(params)
-    p = self._project(module, get_view(batch, self.config.view), rng)
-    log_scale = jnp.clip(module.logit_scale[...], 0.0, self.config.max_logit_scale)
-    metrics = {}
-    for a, b in _pairs(self.modality_names):
-      metrics[f"clip_{a}_{b}"] = estimators.clip_loss(p[a], p[b], logit_scale=log_scale,
-                                                      axis_name=axis_name)
-    loss = jnp.mean(jnp.stack(list(metrics.values())))
-    metrics.update(cross_loss=loss, logit_scale=jnp.exp(log_scale))
-    return loss, metrics
+    def loss(
+        self, params: Params, batch: Batch, rng: jax.Array, *, axis_name: str | None = None
+    ) -> tuple[jax.Array, Metrics]:
+        """Mean over modality pairs of the symmetric CLIP loss (Radford et al. 2021, Fig. 3)."""
+        module = self.module(params)
+        p = self._project(module, get_view(batch, self.config.view), rng)
+        log_scale = jnp.clip(module.logit_scale[...], 0.0, self.config.max_logit_scale)
+        metrics = {}
+        for a, b in _pairs(self.modality_names):
+            metrics[f"clip_{a}_{b}"] = estimators.clip_loss(
+                p[a], p[b], logit_scale=log_scale, axis_name=axis_name
+            )
+        loss = jnp.mean(jnp.stack(list(metrics.values())))
+        metrics.update(cross_loss=loss, logit_scale=jnp.exp(log_scale))
+        return loss, metrics
 
 
 # ------------------------------------------------------------------------------------------------
@@ -148,53 +153,56 @@ class Cross(_UnimodalMethod):
 
 @dataclasses.dataclass(frozen=True)
 class CrossSelfConfig(MethodConfig):
-  """Cross-modal + per-modality self-supervised NT-Xent (CoMM App. B.1 "Cross+Self")."""
+    """Cross-modal + per-modality self-supervised NT-Xent (CoMM App. B.1 "Cross+Self")."""
 
-  proj_dim: int = 256  # MLP head output width (official: 256)
-  head_hidden_dims: tuple[int, ...] = (1024, 1024)  # 3-layer MLP heads (official mlp_dim 1024)
-  temperature: float = 0.1  # NT-Xent temperature of every term
-  ssl_scale: float = 1.0  # weight of the (mean) self terms relative to the cross term
-  # View contrasted across modalities. The official code uses the unaugmented input, which the
-  # jaxmm batch contract does not carry: the first augmented view stands in for it.
-  cross_view: Literal["view1", "view2"] = "view1"
+    proj_dim: int = 256  # MLP head output width (official: 256)
+    head_hidden_dims: tuple[int, ...] = (1024, 1024)  # 3-layer MLP heads (official mlp_dim 1024)
+    temperature: float = 0.1  # NT-Xent temperature of every term
+    ssl_scale: float = 1.0  # weight of the (mean) self terms relative to the cross term
+    # View contrasted across modalities. The official code uses the unaugmented input, which the
+    # jaxmm batch contract does not carry: the first augmented view stands in for it.
+    cross_view: Literal["view1", "view2"] = "view1"
 
-  def __post_init__(self):
-    check_temperature("CrossSelfConfig", self.temperature)
-    if self.ssl_scale < 0:
-      raise ValueError(f"CrossSelfConfig.ssl_scale must be >= 0, got {self.ssl_scale}")
+    def __post_init__(self):
+        check_temperature("CrossSelfConfig", self.temperature)
+        if self.ssl_scale < 0:
+            raise ValueError(f"CrossSelfConfig.ssl_scale must be >= 0, got {self.ssl_scale}")
 
 
 class CrossSelf(_UnimodalMethod):
-  """SLIP-style: ``mean_pairs NTXent(p_a, p_b) + ssl_scale * mean_m NTXent(p'_m, p''_m)``.
+    """SLIP-style: ``mean_pairs NTXent(p_a, p_b) + ssl_scale * mean_m NTXent(p'_m, p''_m)``.
 
-  Both terms go through the same per-modality heads (official `CrossSelf.forward`).
-  """
+    Both terms go through the same per-modality heads (official `CrossSelf.forward`).
+    """
 
-  name = "cross_self"
+    name = "cross_self"
 
-  def __init__(self, model_config: ModelConfig | Mapping[str, Any],
-               config: CrossSelfConfig | None = None):
-    super().__init__(model_config)
-    self.config = CrossSelfConfig() if config is None else config
+    def __init__(
+        self, model_config: ModelConfig | Mapping[str, Any], config: CrossSelfConfig | None = None
+    ):
+        super().__init__(model_config)
+        self.config = CrossSelfConfig() if config is None else config
 
-  def loss(self, params: Params, batch: Batch, rng: jax.Array, *,
-           axis_name: str | None = None) -> tuple[jax.Array, Metrics]:
-    module = self.module(params)
-    v1, v2 = get_view(batch, "view1"), get_view(batch, "view2")
-    b = _batch_size(v1)
-    p = self._project(module, concat_views(v1, v2), rng)  # one encoder pass for both views
-    p1 = {m: z[:b] for m, z in p.items()}
-    p2 = {m: z[b:] for m, z in p.items()}
-    pc = p1 if self.config.cross_view == "view1" else p2
-    nce = lambda u, v: estimators.ntxent_loss(u, v, temperature=self.config.temperature,
-                                              axis_name=axis_name)
-    metrics = {f"cross_{a}_{c}": nce(pc[a], pc[c]) for a, c in _pairs(self.modality_names)}
-    cross = jnp.mean(jnp.stack(list(metrics.values())))
-    selfs = {f"self_{m}": nce(p1[m], p2[m]) for m in self.modality_names}
-    self_term = jnp.mean(jnp.stack(list(selfs.values())))
-    loss = cross + self.config.ssl_scale * self_term
-    metrics.update(selfs, cross_loss=cross, self_loss=self_term, cross_self_loss=loss)
-    return loss, metrics
+    def loss(
+        self, params: Params, batch: Batch, rng: jax.Array, *, axis_name: str | None = None
+    ) -> tuple[jax.Array, Metrics]:
+        module = self.module(params)
+        v1, v2 = get_view(batch, "view1"), get_view(batch, "view2")
+        b = _batch_size(v1)
+        p = self._project(module, concat_views(v1, v2), rng)  # one encoder pass for both views
+        p1 = {m: z[:b] for m, z in p.items()}
+        p2 = {m: z[b:] for m, z in p.items()}
+        pc = p1 if self.config.cross_view == "view1" else p2
+        nce = lambda u, v: estimators.ntxent_loss(
+            u, v, temperature=self.config.temperature, axis_name=axis_name
+        )
+        metrics = {f"cross_{a}_{c}": nce(pc[a], pc[c]) for a, c in _pairs(self.modality_names)}
+        cross = jnp.mean(jnp.stack(list(metrics.values())))
+        selfs = {f"self_{m}": nce(p1[m], p2[m]) for m in self.modality_names}
+        self_term = jnp.mean(jnp.stack(list(selfs.values())))
+        loss = cross + self.config.ssl_scale * self_term
+        metrics.update(selfs, cross_loss=cross, self_loss=self_term, cross_self_loss=loss)
+        return loss, metrics
 
 
 # ------------------------------------------------------------------------------------------------
@@ -203,38 +211,41 @@ class CrossSelf(_UnimodalMethod):
 
 @dataclasses.dataclass(frozen=True)
 class CMCConfig(MethodConfig):
-  """Contrastive Multiview Coding across modalities (official `cmc_heads`: linear, 256-d)."""
+    """Contrastive Multiview Coding across modalities (official `cmc_heads`: linear, 256-d)."""
 
-  proj_dim: int = 256  # head output width
-  head_hidden_dims: tuple[int, ...] = ()  # () = linear heads, as in the official configs
-  temperature: float = 0.1  # NT-Xent temperature
-  view: str = "view1"  # the single view contrasted across modalities
+    proj_dim: int = 256  # head output width
+    head_hidden_dims: tuple[int, ...] = ()  # () = linear heads, as in the official configs
+    temperature: float = 0.1  # NT-Xent temperature
+    view: str = "view1"  # the single view contrasted across modalities
 
-  def __post_init__(self):
-    check_temperature("CMCConfig", self.temperature)
+    def __post_init__(self):
+        check_temperature("CMCConfig", self.temperature)
 
 
 class CMC(_UnimodalMethod):
-  """CMC (Tian et al. 2020, "full graph"): mean NT-Xent over all C(n, 2) modality pairs."""
+    """CMC (Tian et al. 2020, "full graph"): mean NT-Xent over all C(n, 2) modality pairs."""
 
-  name = "cmc"
+    name = "cmc"
 
-  def __init__(self, model_config: ModelConfig | Mapping[str, Any],
-               config: CMCConfig | None = None):
-    super().__init__(model_config)
-    self.config = CMCConfig() if config is None else config
+    def __init__(
+        self, model_config: ModelConfig | Mapping[str, Any], config: CMCConfig | None = None
+    ):
+        super().__init__(model_config)
+        self.config = CMCConfig() if config is None else config
 
-  def loss(self, params: Params, batch: Batch, rng: jax.Array, *,
-           axis_name: str | None = None) -> tuple[jax.Array, Metrics]:
-    p = self._project(self.module(params), get_view(batch, self.config.view), rng)
-    metrics = {
-        f"nce_{a}_{b}": estimators.ntxent_loss(p[a], p[b], temperature=self.config.temperature,
-                                               axis_name=axis_name)
-        for a, b in _pairs(self.modality_names)
-    }
-    loss = jnp.mean(jnp.stack(list(metrics.values())))
-    metrics["cmc_loss"] = loss
-    return loss, metrics
+    def loss(
+        self, params: Params, batch: Batch, rng: jax.Array, *, axis_name: str | None = None
+    ) -> tuple[jax.Array, Metrics]:
+        p = self._project(self.module(params), get_view(batch, self.config.view), rng)
+        metrics = {
+            f"nce_{a}_{b}": estimators.ntxent_loss(
+                p[a], p[b], temperature=self.config.temperature, axis_name=axis_name
+            )
+            for a, b in _pairs(self.modality_names)
+        }
+        loss = jnp.mean(jnp.stack(list(metrics.values())))
+        metrics["cmc_loss"] = loss
+        return loss, metrics
 
 
 # ------------------------------------------------------------------------------------------------
@@ -242,90 +253,102 @@ class CMC(_UnimodalMethod):
 
 
 class _FusedMethod(NNXMethod):
-  """Two views through the full model (all modalities fused)."""
+    """Two views through the full model (all modalities fused)."""
 
-  def _fused_views(self, params: Params, batch: Batch, rng: jax.Array, use_head: bool):
-    model = self.module(params).model
-    v1, v2 = get_view(batch, "view1"), get_view(batch, "view2")
-    b = _batch_size(v1)
-    z = model(*concat_views(v1, v2), deterministic=False, rngs=dropout_rngs(rng))
-    if use_head:
-      z = model.head(z)
-    return z[:b], z[b:]
+    def _fused_views(self, params: Params, batch: Batch, rng: jax.Array, use_head: bool):
+        model = self.module(params).model
+        v1, v2 = get_view(batch, "view1"), get_view(batch, "view2")
+        b = _batch_size(v1)
+        z = model(*concat_views(v1, v2), deterministic=False, rngs=dropout_rngs(rng))
+        if use_head:
+            z = model.head(z)
+        return z[:b], z[b:]
 
-  def embed(self, params: Params, batch: Batch) -> jax.Array:
-    """Fused embedding of the full input, before the head: (B, D)."""
-    return self.module(params).model(*_view(batch, "view1"), deterministic=True)
+    def embed(self, params: Params, batch: Batch) -> jax.Array:
+        """Fused embedding of the full input, before the head: (B, D)."""
+        return self.module(params).model(*_view(batch, "view1"), deterministic=True)
 
 
 @dataclasses.dataclass(frozen=True)
 class SimCLRConfig(MethodConfig):
-  """SimCLR on the fused multimodal input (the model config's projection head)."""
+    """SimCLR on the fused multimodal input (the model config's projection head)."""
 
-  temperature: float = 0.1  # NT-Xent temperature
+    temperature: float = 0.1  # NT-Xent temperature
 
-  def __post_init__(self):
-    check_temperature("SimCLRConfig", self.temperature)
+    def __post_init__(self):
+        check_temperature("SimCLRConfig", self.temperature)
 
 
 class SimCLR(_FusedMethod):
-  """NT-Xent between the fused (full-mask) projections of the two views (Chen et al. 2020, Eq. 1).
+    """NT-Xent between the fused (full-mask) projections of the two views (Chen et al. 2020, Eq. 1).
 
-  Equal to CoMM with ``terms="fused_only"``.
-  """
+    Equal to CoMM with ``terms="fused_only"``.
+    """
 
-  name = "simclr"
+    name = "simclr"
 
-  def __init__(self, model_config: ModelConfig | Mapping[str, Any],
-               config: SimCLRConfig | None = None):
-    super().__init__(model_config)
-    self.config = SimCLRConfig() if config is None else config
+    def __init__(
+        self, model_config: ModelConfig | Mapping[str, Any], config: SimCLRConfig | None = None
+    ):
+        super().__init__(model_config)
+        self.config = SimCLRConfig() if config is None else config
 
-  def loss(self, params: Params, batch: Batch, rng: jax.Array, *,
-           axis_name: str | None = None) -> tuple[jax.Array, Metrics]:
-    z1, z2 = self._fused_views(params, batch, rng, use_head=True)
-    loss = estimators.ntxent_loss(z1, z2, temperature=self.config.temperature,
-                                  axis_name=axis_name)
-    return loss, {"ntxent": loss}
+    def loss(
+        self, params: Params, batch: Batch, rng: jax.Array, *, axis_name: str | None = None
+    ) -> tuple[jax.Array, Metrics]:
+        z1, z2 = self._fused_views(params, batch, rng, use_head=True)
+        loss = estimators.ntxent_loss(
+            z1, z2, temperature=self.config.temperature, axis_name=axis_name
+        )
+        return loss, {"ntxent": loss}
 
 
 @dataclasses.dataclass(frozen=True)
 class SupConConfig(MethodConfig):
-  """Supervised contrastive loss on the fused embeddings (CoMM's fine-tuning, App. B.4)."""
+    """Supervised contrastive loss on the fused embeddings (CoMM's fine-tuning, App. B.4)."""
 
-  label_key: str = "label"  # key in batch["labels"]: int class ids (B,)
-  temperature: float = 0.07  # official `SupConLoss` default
-  base_temperature: float | None = 0.07  # T / T_base factor of the reference code; None = 1
-  use_head: bool = False  # False: contrast the fused embedding itself ("no additional params")
+    label_key: str = "label"  # key in batch["labels"]: int class ids (B,)
+    temperature: float = 0.07  # official `SupConLoss` default
+    base_temperature: float | None = 0.07  # T / T_base factor of the reference code; None = 1
+    use_head: bool = False  # False: contrast the fused embedding itself ("no additional params")
 
-  def __post_init__(self):
-    check_temperature("SupConConfig", self.temperature)
+    def __post_init__(self):
+        check_temperature("SupConConfig", self.temperature)
 
 
 class SupCon(_FusedMethod):
-  """SupCon L_out (Khosla et al. 2020, Eq. 2) on the two views' fused embeddings as (B, 2, D)."""
+    """SupCon L_out (Khosla et al. 2020, Eq. 2) on the two views' fused embeddings as (B, 2, D)."""
 
-  name = "supcon"
+    name = "supcon"
 
-  def __init__(self, model_config: ModelConfig | Mapping[str, Any],
-               config: SupConConfig | None = None):
-    super().__init__(model_config)
-    self.config = SupConConfig() if config is None else config
+    def __init__(
+        self, model_config: ModelConfig | Mapping[str, Any], config: SupConConfig | None = None
+    ):
+        super().__init__(model_config)
+        self.config = SupConConfig() if config is None else config
 
-  def loss(self, params: Params, batch: Batch, rng: jax.Array, *,
-           axis_name: str | None = None) -> tuple[jax.Array, Metrics]:
-    labels = batch.get("labels", {})
-    key = self.config.label_key
-    if key not in labels:
-      raise ValueError(f"SupCon: batch['labels'] has no {key!r} (SupConConfig.label_key); "
-                       f"got {sorted(labels)}")
-    y = labels[key]
-    if y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer):
-      raise ValueError(f"SupCon: labels[{key!r}] must be integer class ids of shape (B,), got "
-                       f"{y.dtype} {y.shape}")
-    z1, z2 = self._fused_views(params, batch, rng, use_head=self.config.use_head)
-    loss = estimators.supcon_loss(jnp.stack([z1, z2], axis=1), y,
-                                  temperature=self.config.temperature,
-                                  base_temperature=self.config.base_temperature,
-                                  axis_name=axis_name)
-    return loss, {"supcon": loss}
+    def loss(
+        self, params: Params, batch: Batch, rng: jax.Array, *, axis_name: str | None = None
+    ) -> tuple[jax.Array, Metrics]:
+        labels = batch.get("labels", {})
+        key = self.config.label_key
+        if key not in labels:
+            raise ValueError(
+                f"SupCon: batch['labels'] has no {key!r} (SupConConfig.label_key); "
+                f"got {sorted(labels)}"
+            )
+        y = labels[key]
+        if y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer):
+            raise ValueError(
+                f"SupCon: labels[{key!r}] must be integer class ids of shape (B,), got "
+                f"{y.dtype} {y.shape}"
+            )
+        z1, z2 = self._fused_views(params, batch, rng, use_head=self.config.use_head)
+        loss = estimators.supcon_loss(
+            jnp.stack([z1, z2], axis=1),
+            y,
+            temperature=self.config.temperature,
+            base_temperature=self.config.base_temperature,
+            axis_name=axis_name,
+        )
+        return loss, {"supcon": loss}

@@ -47,37 +47,37 @@ FULL = "full"
 
 @dataclasses.dataclass(frozen=True)
 class CoMMConfig(MethodConfig):
-  """CoMM's objective (Eq. 7) and its loss ablations (Sec. 5, Fig. 5)."""
+    """CoMM's objective (Eq. 7) and its loss ablations (Sec. 5, Fig. 5)."""
 
-  temperature: float = 0.1  # NT-Xent temperature (App. B.4 / official config: 0.1)
-  # Which terms of Eq. 7 are optimised: "all" (CoMM), "fused_only" (only full vs full: SimCLR on
-  # the fused representation), "unimodal_only" (only the n terms I(Z_i; Z''), full term dropped).
-  terms: Literal["all", "fused_only", "unimodal_only"] = "all"
-  # Per-term weights, n + 1 values (modalities in model order, then full); the loss is the
-  # normalised weighted mean sum_m w_m L_m / sum_m w_m. None = uniform (the paper's Eq. 7). The
-  # official code's mean_m(w_m L_m) differs from it by the constant factor sum(w) / (n + 1).
-  weights: tuple[float, ...] | None = None
-  embed_view: str = "view1"  # batch view read by `embed` when given a full batch
+    temperature: float = 0.1  # NT-Xent temperature (App. B.4 / official config: 0.1)
+    # Which terms of Eq. 7 are optimised: "all" (CoMM), "fused_only" (only full vs full: SimCLR on
+    # the fused representation), "unimodal_only" (only the n terms I(Z_i; Z''), full term dropped).
+    terms: Literal["all", "fused_only", "unimodal_only"] = "all"
+    # Per-term weights, n + 1 values (modalities in model order, then full); the loss is the
+    # normalised weighted mean sum_m w_m L_m / sum_m w_m. None = uniform (the paper's Eq. 7). The
+    # official code's mean_m(w_m L_m) differs from it by the constant factor sum(w) / (n + 1).
+    weights: tuple[float, ...] | None = None
+    embed_view: str = "view1"  # batch view read by `embed` when given a full batch
 
-  def __post_init__(self):
-    check_temperature("CoMMConfig", self.temperature)
-    if self.weights is not None:
-      w = tuple(float(v) for v in self.weights)
-      if any(not math.isfinite(v) or v < 0 for v in w) or sum(w) <= 0:
-        raise ValueError(f"CoMMConfig.weights must be finite, >= 0 and not all 0, got {w}")
-      object.__setattr__(self, "weights", w)
+    def __post_init__(self):
+        check_temperature("CoMMConfig", self.temperature)
+        if self.weights is not None:
+            w = tuple(float(v) for v in self.weights)
+            if any(not math.isfinite(v) or v < 0 for v in w) or sum(w) <= 0:
+                raise ValueError(f"CoMMConfig.weights must be finite, >= 0 and not all 0, got {w}")
+            object.__setattr__(self, "weights", w)
 
 
 def comm_masks(n_modalities: int) -> np.ndarray:
-  """The n + 1 CoMM masks (App. D): row i keeps only modality i, the last row keeps all.
+    """The n + 1 CoMM masks (App. D): row i keeps only modality i, the last row keeps all.
 
-  Example:
-    >>> comm_masks(2).tolist()
-    [[True, False], [False, True], [True, True]]
-  """
-  if n_modalities < 2:
-    raise ValueError(f"CoMM needs at least 2 modalities, got {n_modalities}")
-  return np.concatenate([np.eye(n_modalities, dtype=bool), np.ones((1, n_modalities), bool)])
+    Example:
+      >>> comm_masks(2).tolist()
+      [[True, False], [False, True], [True, True]]
+    """
+    if n_modalities < 2:
+        raise ValueError(f"CoMM needs at least 2 modalities, got {n_modalities}")
+    return np.concatenate([np.eye(n_modalities, dtype=bool), np.ones((1, n_modalities), bool)])
 
 
 def comm_loss_from_projections(
@@ -88,146 +88,156 @@ def comm_loss_from_projections(
     temperature: float = 0.1,
     axis_name: str | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-  """CoMM's Eq. 7 on projected embeddings: weighted mean over masks of the symmetric NT-Xent terms.
+    """CoMM's Eq. 7 on projections: weighted mean over masks of the symmetric NT-Xent terms.
 
-  ``L_m = 1/2 [NTXent(z1[m], z2[-1]) + NTXent(z2[m], z1[-1])]`` and
-  ``loss = sum_m w_m L_m / sum_m w_m``. Row ``-1`` of each input is the full-input (prototype)
-  embedding, so the last term is full vs full.
+    ``L_m = 1/2 [NTXent(z1[m], z2[-1]) + NTXent(z2[m], z1[-1])]`` and
+    ``loss = sum_m w_m L_m / sum_m w_m``. Row ``-1`` of each input is the full-input (prototype)
+    embedding, so the last term is full vs full.
 
-  Args:
-    z1: ``(M, B, D)`` head outputs of the first view, one row per mask, full input last.
-    z2: ``(M, B, D)`` head outputs of the second view, same layout.
-    weights: ``(M,)`` non-negative term weights; None = uniform (Eq. 7).
-    temperature: NT-Xent temperature ``tau`` (CoMM: 0.1).
-    axis_name: data axis inside ``jax.shard_map``; negatives then come from the global batch and
-      the returned values are the global-batch ones (see `jaxmm.estimators`).
+    Args:
+      z1: ``(M, B, D)`` head outputs of the first view, one row per mask, full input last.
+      z2: ``(M, B, D)`` head outputs of the second view, same layout.
+      weights: ``(M,)`` non-negative term weights; None = uniform (Eq. 7).
+      temperature: NT-Xent temperature ``tau`` (CoMM: 0.1).
+      axis_name: data axis inside ``jax.shard_map``; negatives then come from the global batch and
+        the returned values are the global-batch ones (see `jaxmm.estimators`).
 
-  Returns:
-    ``(loss, terms)``: the scalar loss and the ``(M,)`` per-term losses ``L_m``.
+    Returns:
+      ``(loss, terms)``: the scalar loss and the ``(M,)`` per-term losses ``L_m``.
 
-  References:
-    Dufumier et al. 2025 (CoMM), Eq. 6-7 and Algorithm 1; Chen et al. 2020 (SimCLR), Eq. 1.
+    References:
+      Dufumier et al. 2025 (CoMM), Eq. 6-7 and Algorithm 1; Chen et al. 2020 (SimCLR), Eq. 1.
 
-  Example:
-    >>> loss, terms = comm_loss_from_projections(z1, z2, temperature=0.1)
-  """
-  z1, z2 = jnp.asarray(z1), jnp.asarray(z2)
-  if z1.ndim != 3 or z1.shape != z2.shape:
-    raise ValueError(f"z1 and z2 must both have shape (M, B, D), got {z1.shape} and {z2.shape}")
-  m = z1.shape[0]
-  if weights is None:
-    weights = jnp.ones((m,), jnp.float32)
-  weights = jnp.asarray(weights, jnp.float32)
-  if weights.shape != (m,):
-    raise ValueError(f"weights must have shape ({m},) (one per mask), got {weights.shape}")
-  nce = lambda a, b: estimators.ntxent_loss(a, b, temperature=temperature, axis_name=axis_name)
-  terms = jnp.stack([0.5 * (nce(z1[i], z2[-1]) + nce(z2[i], z1[-1])) for i in range(m)])
-  return jnp.sum(weights * terms) / jnp.sum(weights), terms
+    Example:
+      >>> loss, terms = comm_loss_from_projections(z1, z2, temperature=0.1)
+    """
+    z1, z2 = jnp.asarray(z1), jnp.asarray(z2)
+    if z1.ndim != 3 or z1.shape != z2.shape:
+        raise ValueError(f"z1 and z2 must both have shape (M, B, D), got {z1.shape} and {z2.shape}")
+    m = z1.shape[0]
+    if weights is None:
+        weights = jnp.ones((m,), jnp.float32)
+    weights = jnp.asarray(weights, jnp.float32)
+    if weights.shape != (m,):
+        raise ValueError(f"weights must have shape ({m},) (one per mask), got {weights.shape}")
+    nce = lambda a, b: estimators.ntxent_loss(a, b, temperature=temperature, axis_name=axis_name)
+    terms = jnp.stack([0.5 * (nce(z1[i], z2[-1]) + nce(z2[i], z1[-1])) for i in range(m)])
+    return jnp.sum(weights * terms) / jnp.sum(weights), terms
 
 
 class CoMM(NNXMethod):
-  """CoMM (Sec. 3.3): one fused representation trained with Eq. 7; see the module docstring.
+    """CoMM (Sec. 3.3): one fused representation trained with Eq. 7; see the module docstring.
 
-  Batch: ``view1`` and ``view2`` (two augmentations of the same multimodal input) for `loss`;
-  `embed` reads ``batch[cfg.embed_view]`` or a bare ``{"x", "valid"}`` view (no augmentation
-  should be applied to it: CoMM's inference input is the clean X).
+    Batch: ``view1`` and ``view2`` (two augmentations of the same multimodal input) for `loss`;
+    `embed` reads ``batch[cfg.embed_view]`` or a bare ``{"x", "valid"}`` view (no augmentation
+    should be applied to it: CoMM's inference input is the clean X).
 
-  Args:
-    model_config: the backbone (`jaxmm.models.ModelConfig`, or its dict form); >= 2 modalities.
-    config: `CoMMConfig`.
+    Args:
+      model_config: the backbone (`jaxmm.models.ModelConfig`, or its dict form); >= 2 modalities.
+      config: `CoMMConfig`.
 
-  Example:
-    >>> method = CoMM(model_cfg, CoMMConfig())
-    >>> params = method.init(jax.random.key(0), batch)
-    >>> loss, metrics = method.loss(params, batch, jax.random.key(1))
-  """
-
-  name = "comm"
-  min_modalities = 2
-
-  def __init__(self, model_config: ModelConfig | Mapping[str, Any],
-               config: CoMMConfig | None = None):
-    super().__init__(model_config)
-    self.config = config = CoMMConfig() if config is None else config
-    n = len(self.modality_names)
-    masks = comm_masks(n)
-    weights = np.ones(n + 1) if config.weights is None else np.asarray(config.weights)
-    if weights.shape != (n + 1,):
-      raise ValueError(f"CoMMConfig.weights needs {n + 1} values (modalities "
-                       f"{list(self.modality_names)}, then full), got {len(weights)}")
-    names = (*self.modality_names, FULL)
-    if config.terms == "fused_only":
-      # Only the prototype pass is needed: the masked fusion passes are skipped altogether.
-      masks, weights, names = masks[-1:], weights[-1:], names[-1:]
-    elif config.terms == "unimodal_only":
-      weights = np.concatenate([weights[:-1], [0.0]])
-      if weights.sum() <= 0:
-        raise ValueError("CoMMConfig: terms='unimodal_only' with all unimodal weights 0")
-    self.masks = masks  # (M, n) bool, full last
-    self.term_names = names
-    self.weights = weights.astype(np.float32)
-
-  def _fuse_masks(self, model, x, valid, masks, *, deterministic, rngs) -> jax.Array:
-    """(M, B, D) fused embeddings: encoders once, then the fusion once per mask.
-
-    The M passes are one batched call: tokens are tiled M times and each copy gets its own
-    per-example modality mask, so a masked modality's keys are removed from attention exactly as
-    in M separate calls (the fusion is per-example).
+    Example:
+      >>> method = CoMM(model_cfg, CoMMConfig())
+      >>> params = method.init(jax.random.key(0), batch)
+      >>> loss, metrics = method.loss(params, batch, jax.random.key(1))
     """
-    tokens = model.encode(x, valid, deterministic=deterministic, rngs=rngs)
-    m, b = masks.shape[0], tokens.tokens[0].shape[0]
-    tile = lambda a: jnp.tile(a, (m,) + (1,) * (a.ndim - 1))
-    tiled = type(tokens)(tuple(map(tile, tokens.tokens)), tuple(map(tile, tokens.masks)))
-    per_example = jnp.repeat(jnp.asarray(masks), b, axis=0)  # (M * B, n), mask-major
-    z = model.fuse(tiled, per_example, deterministic=deterministic, rngs=rngs)
-    return z.reshape(m, b, -1)
 
-  def loss(self, params: Params, batch: Batch, rng: jax.Array, *,
-           axis_name: str | None = None) -> tuple[jax.Array, Metrics]:
-    """Eq. 7 on this device's shard (global-batch value with `axis_name`); see the module doc."""
-    model = self.module(params).model
-    v1, v2 = get_view(batch, "view1"), get_view(batch, "view2")
-    b = next(iter(v1[0].values())).shape[0]
-    # Both views in one encoder/fusion call: no batch statistics anywhere, so this equals two
-    # separate passes, with half the kernel launches.
-    x, valid = concat_views(v1, v2)
-    z = self._fuse_masks(model, x, valid, self.masks, deterministic=False,
-                         rngs=dropout_rngs(rng))
-    p = model.head(z)  # (M, 2B, P)
-    loss, terms = comm_loss_from_projections(
-        p[:, :b], p[:, b:], weights=self.weights, temperature=self.config.temperature,
-        axis_name=axis_name)
-    n_global = b if axis_name is None else b * jax.lax.axis_size(axis_name)
-    # NT-Xent ranks the positive among 2N - 1 candidates: I >= log(2N - 1) - L (InfoNCE bound).
-    log_k = math.log(2 * n_global - 1)
-    metrics = {"comm_loss": loss}
-    for name, t in zip(self.term_names, terms, strict=True):
-      metrics[f"loss_{name}"] = t
-      metrics[f"mi_{name}"] = log_k - t
-    return loss, metrics
+    name = "comm"
+    min_modalities = 2
 
-  def _view(self, batch: Batch) -> tuple[dict, dict]:
-    if "x" in batch:
-      return batch["x"], batch.get("valid") or {}
-    return get_view(batch, self.config.embed_view)
+    def __init__(
+        self, model_config: ModelConfig | Mapping[str, Any], config: CoMMConfig | None = None
+    ):
+        super().__init__(model_config)
+        self.config = config = CoMMConfig() if config is None else config
+        n = len(self.modality_names)
+        masks = comm_masks(n)
+        weights = np.ones(n + 1) if config.weights is None else np.asarray(config.weights)
+        if weights.shape != (n + 1,):
+            raise ValueError(
+                f"CoMMConfig.weights needs {n + 1} values (modalities "
+                f"{list(self.modality_names)}, then full), got {len(weights)}"
+            )
+        names = (*self.modality_names, FULL)
+        if config.terms == "fused_only":
+            # Only the prototype pass is needed: the masked fusion passes are skipped altogether.
+            masks, weights, names = masks[-1:], weights[-1:], names[-1:]
+        elif config.terms == "unimodal_only":
+            weights = np.concatenate([weights[:-1], [0.0]])
+            if weights.sum() <= 0:
+                raise ValueError("CoMMConfig: terms='unimodal_only' with all unimodal weights 0")
+        self.masks = masks  # (M, n) bool, full last
+        self.term_names = names
+        self.weights = weights.astype(np.float32)
 
-  def embed(self, params: Params, batch: Batch) -> jax.Array:
-    """Fused [CLS] embedding of the full input, before the head: (B, D)."""
-    x, valid = self._view(batch)
-    return self.module(params).model(x, valid, deterministic=True)
+    def _fuse_masks(self, model, x, valid, masks, *, deterministic, rngs) -> jax.Array:
+        """(M, B, D) fused embeddings: encoders once, then the fusion once per mask.
 
-  def comm_projections(self, params: Params, view: Batch, *,
-                       head: bool = False) -> dict[str, jax.Array]:
-    """Per-mask fused embeddings {modality name: z_i, ..., "full": z}, each (B, D).
+        The M passes are one batched call: tokens are tiled M times and each copy gets its own
+        per-example modality mask, so a masked modality's keys are removed from attention exactly as
+        in M separate calls (the fusion is per-example).
+        """
+        tokens = model.encode(x, valid, deterministic=deterministic, rngs=rngs)
+        m, b = masks.shape[0], tokens.tokens[0].shape[0]
+        tile = lambda a: jnp.tile(a, (m,) + (1,) * (a.ndim - 1))
+        tiled = type(tokens)(tuple(map(tile, tokens.tokens)), tuple(map(tile, tokens.masks)))
+        per_example = jnp.repeat(jnp.asarray(masks), b, axis=0)  # (M * B, n), mask-major
+        z = model.fuse(tiled, per_example, deterministic=deterministic, rngs=rngs)
+        return z.reshape(m, b, -1)
 
-    z_i is the fusion output with only modality i present (CoMM's projection X_i); `head=True`
-    returns the projection-head outputs instead. `view` is ``{"x", "valid"}`` or a batch (then
-    ``cfg.embed_view`` is read).
-    """
-    x, valid = self._view(view)
-    model = self.module(params).model
-    masks = comm_masks(len(self.modality_names))
-    z = self._fuse_masks(model, x, valid, masks, deterministic=True, rngs=None)
-    if head:
-      z = model.head(z)
-    return dict(zip((*self.modality_names, FULL), z, strict=True))
+    def loss(
+        self, params: Params, batch: Batch, rng: jax.Array, *, axis_name: str | None = None
+    ) -> tuple[jax.Array, Metrics]:
+        """Eq. 7 on this device's shard (global-batch value with `axis_name`); see module doc."""
+        model = self.module(params).model
+        v1, v2 = get_view(batch, "view1"), get_view(batch, "view2")
+        b = next(iter(v1[0].values())).shape[0]
+        # Both views in one encoder/fusion call: no batch statistics anywhere, so this equals two
+        # separate passes, with half the kernel launches.
+        x, valid = concat_views(v1, v2)
+        z = self._fuse_masks(
+            model, x, valid, self.masks, deterministic=False, rngs=dropout_rngs(rng)
+        )
+        p = model.head(z)  # (M, 2B, P)
+        loss, terms = comm_loss_from_projections(
+            p[:, :b],
+            p[:, b:],
+            weights=self.weights,
+            temperature=self.config.temperature,
+            axis_name=axis_name,
+        )
+        n_global = b if axis_name is None else b * jax.lax.axis_size(axis_name)
+        # NT-Xent ranks the positive among 2N - 1 candidates: I >= log(2N - 1) - L (InfoNCE bound).
+        log_k = math.log(2 * n_global - 1)
+        metrics = {"comm_loss": loss}
+        for name, t in zip(self.term_names, terms, strict=True):
+            metrics[f"loss_{name}"] = t
+            metrics[f"mi_{name}"] = log_k - t
+        return loss, metrics
+
+    def _view(self, batch: Batch) -> tuple[dict, dict]:
+        if "x" in batch:
+            return batch["x"], batch.get("valid") or {}
+        return get_view(batch, self.config.embed_view)
+
+    def embed(self, params: Params, batch: Batch) -> jax.Array:
+        """Fused [CLS] embedding of the full input, before the head: (B, D)."""
+        x, valid = self._view(batch)
+        return self.module(params).model(x, valid, deterministic=True)
+
+    def comm_projections(
+        self, params: Params, view: Batch, *, head: bool = False
+    ) -> dict[str, jax.Array]:
+        """Per-mask fused embeddings {modality name: z_i, ..., "full": z}, each (B, D).
+
+        z_i is the fusion output with only modality i present (CoMM's projection X_i); `head=True`
+        returns the projection-head outputs instead. `view` is ``{"x", "valid"}`` or a batch (then
+        ``cfg.embed_view`` is read).
+        """
+        x, valid = self._view(view)
+        model = self.module(params).model
+        masks = comm_masks(len(self.modality_names))
+        z = self._fuse_masks(model, x, valid, masks, deterministic=True, rngs=None)
+        if head:
+            z = model.head(z)
+        return dict(zip((*self.modality_names, FULL), z, strict=True))

@@ -16,109 +16,121 @@ from jaxmm.models import ModelConfig, MultimodalModel, ProjectionHead, build_mod
 
 
 class MethodConfig:
-  """Mixin: JSON round-trip for a frozen method-config dataclass (typed, unknown keys rejected)."""
+    """Mixin: JSON round-trip for a frozen method-config dataclass (typed, unknown keys fail)."""
 
-  def to_dict(self) -> dict[str, Any]:
-    return config_lib.to_dict(self)
+    def to_dict(self) -> dict[str, Any]:
+        return config_lib.to_dict(self)
 
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]):
-    return config_lib.from_dict(cls, d)
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        return config_lib.from_dict(cls, d)
 
 
 def check_temperature(name: str, temperature: float) -> None:
-  if not temperature > 0:
-    raise ValueError(f"{name}.temperature must be > 0, got {temperature}")
+    if not temperature > 0:
+        raise ValueError(f"{name}.temperature must be > 0, got {temperature}")
 
 
 def get_view(batch: Batch, key: str) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-  """(x, valid) of `batch[key]`; `valid` defaults to {} (no sequence padding)."""
-  if key not in batch:
-    raise ValueError(f"batch has no view {key!r}; got keys {sorted(batch)}")
-  view = batch[key]
-  if "x" not in view:
-    raise ValueError(f"batch[{key!r}] needs an 'x' dict of modalities, got keys {sorted(view)}")
-  return view["x"], view.get("valid") or {}
+    """(x, valid) of `batch[key]`; `valid` defaults to {} (no sequence padding)."""
+    if key not in batch:
+        raise ValueError(f"batch has no view {key!r}; got keys {sorted(batch)}")
+    view = batch[key]
+    if "x" not in view:
+        raise ValueError(f"batch[{key!r}] needs an 'x' dict of modalities, got keys {sorted(view)}")
+    return view["x"], view.get("valid") or {}
 
 
 def concat_views(*views: tuple[dict, dict]) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-  """Stacks several (x, valid) views along the batch axis (one encoder pass for all of them)."""
-  xs = {m: jnp.concatenate([v[0][m] for v in views], axis=0) for m in views[0][0]}
-  valid = {m: jnp.concatenate([v[1][m] for v in views], axis=0) for m in views[0][1]}
-  return xs, valid
+    """Stacks several (x, valid) views along the batch axis (one encoder pass for all of them)."""
+    xs = {m: jnp.concatenate([v[0][m] for v in views], axis=0) for m in views[0][0]}
+    valid = {m: jnp.concatenate([v[1][m] for v in views], axis=0) for m in views[0][1]}
+    return xs, valid
 
 
 def dropout_rngs(rng: jax.Array) -> nnx.Rngs:
-  return nnx.Rngs(dropout=rng)
+    return nnx.Rngs(dropout=rng)
 
 
 class MethodModule(nnx.Module):
-  """The backbone `MultimodalModel` plus what a method adds on top of it.
+    """The backbone `MultimodalModel` plus what a method adds on top of it.
 
-  Attributes:
-    model: the multimodal backbone (encoders, converters, fusion, fused projection head).
-    heads: per-modality projection heads {name: ProjectionHead} on `encode_unimodal` vectors
-      (Cross, Cross+Self, CMC); absent for fused methods.
-    logit_scale: CLIP's learnable log inverse temperature (Cross only).
-  """
+    Attributes:
+      model: the multimodal backbone (encoders, converters, fusion, fused projection head).
+      heads: per-modality projection heads {name: ProjectionHead} on `encode_unimodal` vectors
+        (Cross, Cross+Self, CMC); absent for fused methods.
+      logit_scale: CLIP's learnable log inverse temperature (Cross only).
+    """
 
-  def __init__(self, model: MultimodalModel, *, heads: dict[str, nnx.Module] | None = None,
-               logit_scale: float | None = None):
-    self.model = model
-    if heads is not None:
-      self.heads = nnx.Dict(heads)
-    if logit_scale is not None:
-      self.logit_scale = nnx.Param(jnp.asarray(logit_scale, jnp.float32))
+    def __init__(
+        self,
+        model: MultimodalModel,
+        *,
+        heads: dict[str, nnx.Module] | None = None,
+        logit_scale: float | None = None,
+    ):
+        self.model = model
+        if heads is not None:
+            self.heads = nnx.Dict(heads)
+        if logit_scale is not None:
+            self.logit_scale = nnx.Param(jnp.asarray(logit_scale, jnp.float32))
 
 
-def unimodal_heads(model: MultimodalModel, hidden_dims: tuple[int, ...], out_dim: int,
-                   rngs: nnx.Rngs) -> dict[str, ProjectionHead]:
-  """One projection head per modality on its pooled encoder output (`encode_unimodal`)."""
-  dims = model.unimodal_dims
-  return {n: ProjectionHead(dims[n], hidden_dims, out_dim, rngs=rngs) for n in model.modality_names}
+def unimodal_heads(
+    model: MultimodalModel, hidden_dims: tuple[int, ...], out_dim: int, rngs: nnx.Rngs
+) -> dict[str, ProjectionHead]:
+    """One projection head per modality on its pooled encoder output (`encode_unimodal`)."""
+    dims = model.unimodal_dims
+    return {
+        n: ProjectionHead(dims[n], hidden_dims, out_dim, rngs=rngs) for n in model.modality_names
+    }
 
 
 class NNXMethod:
-  """init/merge plumbing: `init` builds a `MethodModule`, keeps its graphdef, returns its Params.
+    """init/merge plumbing: `init` builds a `MethodModule`, keeps its graphdef, returns its Params.
 
-  Subclasses implement `_build_module(model, rngs)` and the contract's `loss` / `embed`.
-  """
+    Subclasses implement `_build_module(model, rngs)` and the contract's `loss` / `embed`.
+    """
 
-  name = "method"
-  min_modalities = 1
+    name = "method"
+    min_modalities = 1
 
-  def __init__(self, model_config: ModelConfig | Mapping[str, Any]):
-    if not isinstance(model_config, ModelConfig):
-      model_config = ModelConfig.from_dict(model_config)
-    n = len(model_config.modalities)
-    if n < self.min_modalities:
-      raise ValueError(f"{self.name} needs at least {self.min_modalities} modalities, the model "
-                       f"config has {n}: {[m.name for m in model_config.modalities]}")
-    self.model_config = model_config
-    self.modality_names = tuple(m.name for m in model_config.modalities)
-    self._graphdef = None
+    def __init__(self, model_config: ModelConfig | Mapping[str, Any]):
+        if not isinstance(model_config, ModelConfig):
+            model_config = ModelConfig.from_dict(model_config)
+        n = len(model_config.modalities)
+        if n < self.min_modalities:
+            raise ValueError(
+                f"{self.name} needs at least {self.min_modalities} modalities, the model "
+                f"config has {n}: {[m.name for m in model_config.modalities]}"
+            )
+        self.model_config = model_config
+        self.modality_names = tuple(m.name for m in model_config.modalities)
+        self._graphdef = None
 
-  def _build_module(self, model: MultimodalModel, rngs: nnx.Rngs) -> MethodModule:
-    return MethodModule(model)
+    def _build_module(self, model: MultimodalModel, rngs: nnx.Rngs) -> MethodModule:
+        return MethodModule(model)
 
-  def init(self, rng: jax.Array, example_batch: Batch) -> Params:
-    """Builds the parameters (traceable: the trainer calls it under jit / eval_shape)."""
-    x, _ = get_view(example_batch, "view1")
-    missing = [m for m in self.modality_names if m not in x]
-    if missing:
-      raise ValueError(f"{self.name}: example batch view1 lacks modalities {missing}; "
-                       f"got {sorted(x)}")
-    rngs = nnx.Rngs(params=rng)
-    module = self._build_module(build_model(self.model_config, rngs=rngs), rngs)
-    self._graphdef, params = nnx.split(module, nnx.Param)
-    return params
+    def init(self, rng: jax.Array, example_batch: Batch) -> Params:
+        """Builds the parameters (traceable: the trainer calls it under jit / eval_shape)."""
+        x, _ = get_view(example_batch, "view1")
+        missing = [m for m in self.modality_names if m not in x]
+        if missing:
+            raise ValueError(
+                f"{self.name}: example batch view1 lacks modalities {missing}; got {sorted(x)}"
+            )
+        rngs = nnx.Rngs(params=rng)
+        module = self._build_module(build_model(self.model_config, rngs=rngs), rngs)
+        self._graphdef, params = nnx.split(module, nnx.Param)
+        return params
 
-  def module(self, params: Params) -> MethodModule:
-    """The `MethodModule` holding `params` (`params` from `init` or a restored checkpoint)."""
-    if self._graphdef is None:
-      # The graph only depends on the configs: build it abstractly (no parameter allocation).
-      def build():
-        rngs = nnx.Rngs(params=0)
-        return self._build_module(build_model(self.model_config, rngs=rngs), rngs)
-      self._graphdef = nnx.split(nnx.eval_shape(build), nnx.Param)[0]
-    return nnx.merge(self._graphdef, params)
+    def module(self, params: Params) -> MethodModule:
+        """The `MethodModule` holding `params` (`params` from `init` or a restored checkpoint)."""
+        if self._graphdef is None:
+            # The graph only depends on the configs: build it abstractly (no parameter allocation).
+            def build():
+                rngs = nnx.Rngs(params=0)
+                return self._build_module(build_model(self.model_config, rngs=rngs), rngs)
+
+            self._graphdef = nnx.split(nnx.eval_shape(build), nnx.Param)[0]
+        return nnx.merge(self._graphdef, params)

@@ -14,16 +14,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from jaxmm.methods.baselines import (
-  CMC,
-  CMCConfig,
-  Cross,
-  CrossConfig,
-  CrossSelf,
-  CrossSelfConfig,
-  SimCLR,
-  SimCLRConfig,
-  SupCon,
-  SupConConfig,
+    CMC,
+    CMCConfig,
+    Cross,
+    CrossConfig,
+    CrossSelf,
+    CrossSelfConfig,
+    SimCLR,
+    SimCLRConfig,
+    SupCon,
+    SupConConfig,
 )
 from jaxmm.methods.comm import CoMM, CoMMConfig
 from jaxmm.methods.factorcl import FactorCL, FactorCLConfig
@@ -44,36 +44,41 @@ METHODS: dict[str, tuple[type, type]] = {
 
 
 def method_config_class(name: str) -> type:
-  """The config dataclass of method `name` (for `jaxmm.config.apply_overrides`)."""
-  if name not in METHODS:
-    raise ValueError(f"unknown method {name!r}; registered: {sorted(METHODS)}")
-  return METHODS[name][1]
+    """The config dataclass of method `name` (for `jaxmm.config.apply_overrides`)."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; registered: {sorted(METHODS)}")
+    return METHODS[name][1]
 
 
-def get_method(name: str, method_config: Any = None,
-               model_config: ModelConfig | Mapping[str, Any] | None = None):
-  """Builds method `name`.
+def get_method(
+    name: str,
+    method_config: Any = None,
+    model_config: ModelConfig | Mapping[str, Any] | None = None,
+):
+    """Builds method `name`.
 
-  Args:
-    name: one of `METHODS` ("comm", "cross", "cross_self", "simclr", "supcon", "cmc").
-    method_config: an instance of the method's config class, its dict form, or None (defaults).
-    model_config: the backbone `ModelConfig` or its dict form.
+    Args:
+      name: one of `METHODS` ("comm", "cross", "cross_self", "simclr", "supcon", "cmc").
+      method_config: an instance of the method's config class, its dict form, or None (defaults).
+      model_config: the backbone `ModelConfig` or its dict form.
 
-  Returns:
-    A `jaxmm.methods.base.Method`.
+    Returns:
+      A `jaxmm.methods.base.Method`.
 
-  Raises:
-    ValueError: unknown name, a config of another method's class, or a missing model config.
-  """
-  cfg_cls = method_config_class(name)
-  method_cls = METHODS[name][0]
-  if model_config is None:
-    raise ValueError(f"get_method({name!r}) needs a model_config")
-  if method_config is None:
-    method_config = cfg_cls()
-  elif isinstance(method_config, Mapping):
-    method_config = cfg_cls.from_dict(method_config)
-  elif not isinstance(method_config, cfg_cls):
-    raise ValueError(f"method {name!r} takes a {cfg_cls.__name__} (or its dict), got "
-                     f"{type(method_config).__name__}")
-  return method_cls(model_config, method_config)
+    Raises:
+      ValueError: unknown name, a config of another method's class, or a missing model config.
+    """
+    cfg_cls = method_config_class(name)
+    method_cls = METHODS[name][0]
+    if model_config is None:
+        raise ValueError(f"get_method({name!r}) needs a model_config")
+    if method_config is None:
+        method_config = cfg_cls()
+    elif isinstance(method_config, Mapping):
+        method_config = cfg_cls.from_dict(method_config)
+    elif not isinstance(method_config, cfg_cls):
+        raise ValueError(
+            f"method {name!r} takes a {cfg_cls.__name__} (or its dict), got "
+            f"{type(method_config).__name__}"
+        )
+    return method_cls(model_config, method_config)

@@ -64,44 +64,46 @@ DEFAULT_BETA = 120.0 * PIXEL_LEVEL
 
 
 class TupleHParams(NamedTuple):
-  """The sample-optimised hyper-parameters (a pytree: vmap over candidates).
+    """The sample-optimised hyper-parameters (a pytree: vmap over candidates).
 
-  Attributes:
-    log_alpha: (K,) log multiplicities log alpha_k of the k-disturbed negative blocks.
-    beta: () noise std of the positive augmentation (input units; sign irrelevant).
-  """
+    Attributes:
+      log_alpha: (K,) log multiplicities log alpha_k of the k-disturbed negative blocks.
+      beta: () noise std of the positive augmentation (input units; sign irrelevant).
+    """
 
-  log_alpha: jax.Array
-  beta: jax.Array
+    log_alpha: jax.Array
+    beta: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
 class TupleInfoNCEConfig(MethodConfig):
-  """TupleInfoNCE's loss and its default (non-searched) hyper-parameters."""
+    """TupleInfoNCE's loss and its default (non-searched) hyper-parameters."""
 
-  temperature: float = 0.07  # tau of f(a, b) = exp(cos / tau) (paper and code: 0.07)
-  alpha: tuple[float, ...] | None = None  # alpha_k per modality, model order; None = all 1
-  beta: float = DEFAULT_BETA  # positive noise std (code: sigma = 120 on 0-255 pixels)
-  noise_scales: tuple[float, ...] | None = None  # per-modality multiplier of beta; None = all 1
-  positive_view: Literal["view1", "view2"] = "view1"  # tuple the positive noise is added to
-  disturb: Literal["derangement", "permutation"] = "derangement"  # law of pi_k
-  use_head: bool = False  # contrast head(z) instead of z (the public code has no head)
-  embed_view: str = "view1"  # batch view read by `embed` / `retrieval_reward`
+    temperature: float = 0.07  # tau of f(a, b) = exp(cos / tau) (paper and code: 0.07)
+    alpha: tuple[float, ...] | None = None  # alpha_k per modality, model order; None = all 1
+    beta: float = DEFAULT_BETA  # positive noise std (code: sigma = 120 on 0-255 pixels)
+    noise_scales: tuple[float, ...] | None = None  # per-modality multiplier of beta; None = all 1
+    positive_view: Literal["view1", "view2"] = "view1"  # tuple the positive noise is added to
+    disturb: Literal["derangement", "permutation"] = "derangement"  # law of pi_k
+    use_head: bool = False  # contrast head(z) instead of z (the public code has no head)
+    embed_view: str = "view1"  # batch view read by `embed` / `retrieval_reward`
 
-  def __post_init__(self):
-    check_temperature("TupleInfoNCEConfig", self.temperature)
-    if self.alpha is not None:
-      a = tuple(float(v) for v in self.alpha)
-      if any(not math.isfinite(v) or v <= 0 for v in a):
-        raise ValueError(f"TupleInfoNCEConfig.alpha must be finite and > 0, got {a}")
-      object.__setattr__(self, "alpha", a)
-    if not math.isfinite(self.beta) or self.beta < 0:
-      raise ValueError(f"TupleInfoNCEConfig.beta must be finite and >= 0, got {self.beta}")
-    if self.noise_scales is not None:
-      s = tuple(float(v) for v in self.noise_scales)
-      if any(not math.isfinite(v) or v < 0 for v in s):
-        raise ValueError(f"TupleInfoNCEConfig.noise_scales must be finite and >= 0, got {s}")
-      object.__setattr__(self, "noise_scales", s)
+    def __post_init__(self):
+        check_temperature("TupleInfoNCEConfig", self.temperature)
+        if self.alpha is not None:
+            a = tuple(float(v) for v in self.alpha)
+            if any(not math.isfinite(v) or v <= 0 for v in a):
+                raise ValueError(f"TupleInfoNCEConfig.alpha must be finite and > 0, got {a}")
+            object.__setattr__(self, "alpha", a)
+        if not math.isfinite(self.beta) or self.beta < 0:
+            raise ValueError(f"TupleInfoNCEConfig.beta must be finite and >= 0, got {self.beta}")
+        if self.noise_scales is not None:
+            s = tuple(float(v) for v in self.noise_scales)
+            if any(not math.isfinite(v) or v < 0 for v in s):
+                raise ValueError(
+                    f"TupleInfoNCEConfig.noise_scales must be finite and >= 0, got {s}"
+                )
+            object.__setattr__(self, "noise_scales", s)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -109,52 +111,55 @@ class TupleInfoNCEConfig(MethodConfig):
 
 
 def random_derangement(rng: jax.Array, n: int) -> jax.Array:
-  """A uniformly random n-cycle: a permutation pi with pi(i) != i for every i (n >= 2).
+    """A uniformly random n-cycle: a permutation pi with pi(i) != i for every i (n >= 2).
 
-  Visiting the rows in a random order s and sending each to the next one, pi(s_i) = s_{i+1},
-  gives one cycle through all n rows, hence no fixed point.
+    Visiting the rows in a random order s and sending each to the next one, pi(s_i) = s_{i+1},
+    gives one cycle through all n rows, hence no fixed point.
 
-  Example:
-    >>> pi = random_derangement(jax.random.key(0), 8)  # (8,) int32, pi[i] != i
-  """
-  if n < 2:
-    raise ValueError(f"a derangement needs n >= 2 rows, got {n}")
-  order = jax.random.permutation(rng, n)
-  return jnp.zeros((n,), jnp.int32).at[order].set(jnp.roll(order, -1).astype(jnp.int32))
-
-
-def disturbance_permutations(rng: jax.Array, k: int, n: int, *,
-                             derangement: bool = True) -> jax.Array:
-  """(k, n) int32: row m is the permutation pi_m that modality m is shuffled with."""
-  keys = jax.random.split(rng, k)
-  if derangement:
-    return jax.vmap(lambda r: random_derangement(r, n))(keys)
-  return jax.vmap(lambda r: jax.random.permutation(r, n).astype(jnp.int32))(keys)
+    Example:
+      >>> pi = random_derangement(jax.random.key(0), 8)  # (8,) int32, pi[i] != i
+    """
+    if n < 2:
+        raise ValueError(f"a derangement needs n >= 2 rows, got {n}")
+    order = jax.random.permutation(rng, n)
+    return jnp.zeros((n,), jnp.int32).at[order].set(jnp.roll(order, -1).astype(jnp.int32))
 
 
-def disturb_modalities(parts: Mapping[str, Any], names: Sequence[str],
-                       perms: jax.Array) -> dict[str, Any]:
-  """The K k-disturbed copies of a batch of tuples (TupleInfoNCE's p(v^k) p(v̄^k) samples).
+def disturbance_permutations(
+    rng: jax.Array, k: int, n: int, *, derangement: bool = True
+) -> jax.Array:
+    """(k, n) int32: row m is the permutation pi_m that modality m is shuffled with."""
+    keys = jax.random.split(rng, k)
+    if derangement:
+        return jax.vmap(lambda r: random_derangement(r, n))(keys)
+    return jax.vmap(lambda r: jax.random.permutation(r, n).astype(jnp.int32))(keys)
 
-  Block k (k indexes `names`) keeps every modality but ``names[k]``, whose rows are replaced by
-  rows ``perms[k]``: block k row j = scene j with modality k of scene ``perms[k, j]``.
 
-  Args:
-    parts: modality name -> pytree of (B, ...) arrays (inputs, (input, valid) pairs or tokens).
-    names: the K modality names, block order.
-    perms: (K, B) int permutations.
+def disturb_modalities(
+    parts: Mapping[str, Any], names: Sequence[str], perms: jax.Array
+) -> dict[str, Any]:
+    """The K k-disturbed copies of a batch of tuples (TupleInfoNCE's p(v^k) p(v̄^k) samples).
 
-  Returns:
-    modality name -> the same pytree with leaves (K, B, ...).
-  """
-  if perms.ndim != 2 or perms.shape[0] != len(names):
-    raise ValueError(f"perms must have shape ({len(names)}, B), got {perms.shape}")
-  out = {}
-  for m, name in enumerate(names):
-    out[name] = jax.tree.map(
-        lambda a, m=m: jnp.stack([a[perms[k]] if k == m else a for k in range(len(names))]),
-        parts[name])
-  return out
+    Block k (k indexes `names`) keeps every modality but ``names[k]``, whose rows are replaced by
+    rows ``perms[k]``: block k row j = scene j with modality k of scene ``perms[k, j]``.
+
+    Args:
+      parts: modality name -> pytree of (B, ...) arrays (inputs, (input, valid) pairs or tokens).
+      names: the K modality names, block order.
+      perms: (K, B) int permutations.
+
+    Returns:
+      modality name -> the same pytree with leaves (K, B, ...).
+    """
+    if perms.ndim != 2 or perms.shape[0] != len(names):
+        raise ValueError(f"perms must have shape ({len(names)}, B), got {perms.shape}")
+    out = {}
+    for m, name in enumerate(names):
+        out[name] = jax.tree.map(
+            lambda a, m=m: jnp.stack([a[perms[k]] if k == m else a for k in range(len(names))]),
+            parts[name],
+        )
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -162,34 +167,36 @@ def disturb_modalities(parts: Mapping[str, Any], names: Sequence[str],
 
 
 def retrieval_accuracy(queries: jax.Array, keys: jax.Array) -> jax.Array:
-  """Mean top-1 retrieval accuracy of K query/key sets by cosine similarity.
+    """Mean top-1 retrieval accuracy of K query/key sets by cosine similarity.
 
-  ``acc = mean_k mean_i [argmax_j cos(queries[k, i], keys[k, j]) == i]`` (ties go to the lowest
-  index, as `argmax`). Chance level is 1 / N.
+    ``acc = mean_k mean_i [argmax_j cos(queries[k, i], keys[k, j]) == i]`` (ties go to the lowest
+    index, as `argmax`). Chance level is 1 / N.
 
-  Args:
-    queries: (K, N, D) — for TupleInfoNCE's reward, z(modality k alone) of scene i.
-    keys: (K, N, D) — z(the rest of the tuple without modality k) of scene j.
+    Args:
+      queries: (K, N, D) — for TupleInfoNCE's reward, z(modality k alone) of scene i.
+      keys: (K, N, D) — z(the rest of the tuple without modality k) of scene j.
 
-  Returns:
-    Scalar in [0, 1].
+    Returns:
+      Scalar in [0, 1].
 
-  Example:
-    >>> retrieval_accuracy(z[None], z[None])  # 1.0 for distinct rows
-  """
-  if queries.ndim != 3 or queries.shape != keys.shape:
-    raise ValueError(f"queries and keys must both be (K, N, D), got {queries.shape} and "
-                     f"{keys.shape}")
-  sims = jnp.einsum("kid,kjd->kij", estimators.l2_normalize(queries),
-                    estimators.l2_normalize(keys))
-  hits = jnp.argmax(sims, axis=-1) == jnp.arange(queries.shape[1])
-  return jnp.mean(hits.astype(jnp.float32))
+    Example:
+      >>> retrieval_accuracy(z[None], z[None])  # 1.0 for distinct rows
+    """
+    if queries.ndim != 3 or queries.shape != keys.shape:
+        raise ValueError(
+            f"queries and keys must both be (K, N, D), got {queries.shape} and {keys.shape}"
+        )
+    sims = jnp.einsum(
+        "kid,kjd->kij", estimators.l2_normalize(queries), estimators.l2_normalize(keys)
+    )
+    hits = jnp.argmax(sims, axis=-1) == jnp.arange(queries.shape[1])
+    return jnp.mean(hits.astype(jnp.float32))
 
 
 def retrieval_masks(k: int) -> np.ndarray:
-  """(2K, K) bool modality masks: rows 0..K-1 keep only modality k, rows K..2K-1 drop it."""
-  eye = np.eye(k, dtype=bool)
-  return np.concatenate([eye, ~eye])
+    """(2K, K) bool modality masks: rows 0..K-1 keep only modality k, rows K..2K-1 drop it."""
+    eye = np.eye(k, dtype=bool)
+    return np.concatenate([eye, ~eye])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -197,194 +204,226 @@ def retrieval_masks(k: int) -> np.ndarray:
 
 
 class TupleInfoNCE(NNXMethod):
-  """TupleInfoNCE on the fused tuple embedding; see the module docstring.
+    """TupleInfoNCE on the fused tuple embedding; see the module docstring.
 
-  Batch: ``view1`` (anchors; also the positive base with ``positive_view="view1"``) and, with
-  ``positive_view="view2"``, ``view2``. Hyper-parameters: `loss(..., hparams=TupleHParams)`
-  (traced, e.g. vmapped over sample-optimisation candidates) or the config's values. They are
-  an argument rather than a batch entry because the trainer shards every batch leaf over the
-  data axis.
-
-  Args:
-    model_config: the backbone (>= 2 modalities).
-    config: `TupleInfoNCEConfig`.
-
-  Example:
-    >>> method = TupleInfoNCE(model_cfg, TupleInfoNCEConfig(beta=0.5))
-    >>> params = method.init(jax.random.key(0), batch)
-    >>> loss, metrics = method.loss(params, batch, jax.random.key(1))
-    >>> loss, _ = method.loss(params, batch, key, hparams=TupleHParams(jnp.zeros(2), 0.3))
-  """
-
-  name = "tuple_infonce"
-  min_modalities = 2
-
-  def __init__(self, model_config: ModelConfig | Mapping[str, Any],
-               config: TupleInfoNCEConfig | None = None):
-    super().__init__(model_config)
-    self.config = config = TupleInfoNCEConfig() if config is None else config
-    k = len(self.modality_names)
-    for field in ("alpha", "noise_scales"):
-      value = getattr(config, field)
-      if value is not None and len(value) != k:
-        raise ValueError(f"TupleInfoNCEConfig.{field} needs {k} values (modalities "
-                         f"{list(self.modality_names)}), got {len(value)}")
-    alpha = np.ones(k) if config.alpha is None else np.asarray(config.alpha)
-    self.default_log_alpha = np.log(alpha).astype(np.float32)
-    self.noise_scales = (np.ones(k) if config.noise_scales is None
-                         else np.asarray(config.noise_scales)).astype(np.float32)
-
-  # -- hyper-parameters ------------------------------------------------------------------------
-
-  def default_hparams(self) -> TupleHParams:
-    """The config's (log alpha, beta) as arrays: the search's starting mean."""
-    return TupleHParams(jnp.asarray(self.default_log_alpha),
-                        jnp.asarray(self.config.beta, jnp.float32))
-
-  def _hparams(self, hparams: TupleHParams | None) -> TupleHParams:
-    if hparams is None:
-      return self.default_hparams()
-    k = len(self.modality_names)
-    log_alpha, beta = jnp.asarray(hparams.log_alpha), jnp.asarray(hparams.beta)
-    if log_alpha.shape != (k,) or beta.shape != ():
-      raise ValueError(f"hparams must have log_alpha ({k},) and scalar beta, got "
-                       f"{log_alpha.shape} and {beta.shape}")
-    return TupleHParams(log_alpha, beta)
-
-  # -- tuples ----------------------------------------------------------------------------------
-
-  def _view(self, batch: Batch, key: str) -> tuple[dict, dict]:
-    if "x" in batch:
-      return batch["x"], batch.get("valid") or {}
-    return get_view(batch, key)
-
-  @staticmethod
-  def _split(rng: jax.Array) -> tuple[jax.Array, ...]:
-    """(noise, permutations, online dropout, key dropout) streams, shared by every entry point."""
-    return tuple(jax.random.split(rng, 4))
-
-  def key_inputs(self, batch: Batch, rng: jax.Array, hparams: TupleHParams | None = None
-                 ) -> tuple[dict[str, jax.Array], dict[str, jax.Array], jax.Array]:
-    """The positive tuples' inputs and the disturbance permutations used by `loss` for `rng`.
-
-    Returns:
-      ``(x_pos, valid_pos, perms)``: the noisy positive inputs {name: (B, ...)}, their padding
-      masks and the (K, B) permutations pi_k. ``disturb_modalities`` of ``(x_pos, valid)``
-      gives the input-level k-disturbed tuples.
-    """
-    h = self._hparams(hparams)
-    r_noise, r_perm, _, _ = self._split(rng)
-    x, valid = get_view(batch, self.config.positive_view)
-    noise_keys = jax.random.split(r_noise, len(self.modality_names))
-    x_pos = {}
-    for m, name in enumerate(self.modality_names):
-      v = x[name]
-      if jnp.issubdtype(v.dtype, jnp.floating):
-        std = (h.beta * self.noise_scales[m]).astype(v.dtype)
-        v = v + std * jax.random.normal(noise_keys[m], v.shape, v.dtype)
-      # Integer token ids have no additive noise; their augmentation belongs to the pipeline.
-      x_pos[name] = v
-    b = next(iter(x.values())).shape[0]
-    perms = disturbance_permutations(r_perm, len(self.modality_names), b,
-                                     derangement=self.config.disturb == "derangement")
-    return x_pos, valid, perms
-
-  def tuple_embeddings(self, params: Params, batch: Batch, rng: jax.Array,
-                       hparams: TupleHParams | None = None
-                       ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """L2-normalised (anchors (B, D), positives (B, D), disturbed negatives (K, B, D)).
-
-    The negatives carry no gradient (stop-gradient key encoder).
-    """
-    _, _, r_online, r_key = self._split(rng)
-    anchor = get_view(batch, "view1")
-    x_pos, valid_pos, perms = self.key_inputs(batch, rng, hparams)
-    b = next(iter(anchor[0].values())).shape[0]
-    model = self.module(params).model
-    tokens = model.encode(*concat_views(anchor, (x_pos, valid_pos)), deterministic=False,
-                          rngs=dropout_rngs(r_online))
-    z = model.fuse(tokens, deterministic=False, rngs=dropout_rngs(r_online))
-
-    # Key branch: the positives' tokens with modality k's rows permuted, fused by a
-    # stop-gradient copy of the online model (equal to encoding the disturbed inputs: the
-    # encoders are per-example).
-    key_model = self.module(jax.lax.stop_gradient(params)).model
-    pos_tok = {n: jax.lax.stop_gradient((t[b:], m[b:])) for n, t, m in
-               zip(self.modality_names, tokens.tokens, tokens.masks, strict=True)}
-    dist = disturb_modalities(pos_tok, self.modality_names, perms)
-    k = len(self.modality_names)
-    flat = lambda a: a.reshape((k * b,) + a.shape[2:])
-    key_tokens = Tokens(tuple(flat(dist[n][0]) for n in self.modality_names),
-                        tuple(flat(dist[n][1]) for n in self.modality_names))
-    z_neg = key_model.fuse(key_tokens, deterministic=False, rngs=dropout_rngs(r_key))
-    if self.config.use_head:
-      z, z_neg = model.head(z), key_model.head(z_neg)
-    z, z_neg = estimators.l2_normalize(z), estimators.l2_normalize(z_neg)
-    return z[:b], z[b:], z_neg.reshape(k, b, -1)
-
-  # -- the contract ----------------------------------------------------------------------------
-
-  def loss(self, params: Params, batch: Batch, rng: jax.Array, *, axis_name: str | None = None,
-           hparams: TupleHParams | None = None) -> tuple[jax.Array, Metrics]:
-    """TupleInfoNCE loss (global-batch value with `axis_name`); see the module docstring."""
-    h = self._hparams(hparams)
-    za, zp, zn = self.tuple_embeddings(params, batch, rng, h)
-    tau = self.config.temperature
-    loss = estimators.tuple_infonce_loss(za, zp, zn, negative_log_weights=h.log_alpha,
-                                         temperature=tau, normalize=False, axis_name=axis_name)
-    b = za.shape[0]
-    sims = za @ zp.T
-    off = ~np.eye(b, dtype=bool)
-    metrics = {
-        "tuple_infonce": loss,
-        "pos_sim": jnp.mean(jnp.diagonal(sims)),
-        # Local-batch logits cos / tau, before the log alpha_k offsets (comparable across alpha).
-        "neg_logit_scenes": jnp.sum(jnp.where(off, sims, 0.0)) / (tau * max(b * (b - 1), 1)),
-        "beta": jnp.abs(h.beta),
-    }
-    neg = jnp.mean(jnp.einsum("id,kjd->kij", za, zn), axis=(1, 2)) / tau
-    for m, name in enumerate(self.modality_names):
-      metrics[f"neg_logit_{name}"] = neg[m]
-      metrics[f"alpha_{name}"] = jnp.exp(h.log_alpha[m])
-    return loss, metrics
-
-  def embed(self, params: Params, batch: Batch) -> jax.Array:
-    """Fused embedding of the full clean input, before any head: (B, D)."""
-    x, valid = self._view(batch, self.config.embed_view)
-    return self.module(params).model(x, valid, deterministic=True)
-
-  def retrieval_embeddings(self, params: Params, batch: Batch) -> tuple[jax.Array, jax.Array]:
-    """(queries, keys), each (K, N, D): z(modality k alone) and z(tuple without modality k).
-
-    One encoder pass; the 2K masked fusions are one batched call (a masked modality is removed
-    from attention exactly, `MultimodalModel.fuse`).
-    """
-    x, valid = self._view(batch, self.config.embed_view)
-    model = self.module(params).model
-    tokens = model.encode(x, valid, deterministic=True)
-    k = len(self.modality_names)
-    masks = retrieval_masks(k)
-    n = tokens.tokens[0].shape[0]
-    tile = lambda a: jnp.tile(a, (2 * k,) + (1,) * (a.ndim - 1))
-    tiled = Tokens(tuple(map(tile, tokens.tokens)), tuple(map(tile, tokens.masks)))
-    z = model.fuse(tiled, jnp.repeat(jnp.asarray(masks), n, axis=0), deterministic=True)
-    z = z.reshape(2 * k, n, -1)
-    return z[:k], z[k:]
-
-  def retrieval_reward(self, params: Params, val_batch: Batch) -> jax.Array:
-    """Unsupervised reward of the sample optimisation: cross-modal retrieval accuracy.
-
-    For each scene i and modality k, z(v^k_i alone) must retrieve z(v̄^k_i) (the rest of its
-    own tuple) among all N scenes by cosine similarity; the accuracy is averaged over i and k
-    (the public code sums over k; the mean keeps the reward in [0, 1] and the normalised
-    REINFORCE rewards are identical). No labels are read.
+    Batch: ``view1`` (anchors; also the positive base with ``positive_view="view1"``) and, with
+    ``positive_view="view2"``, ``view2``. Hyper-parameters: `loss(..., hparams=TupleHParams)`
+    (traced, e.g. vmapped over sample-optimisation candidates) or the config's values. They are
+    an argument rather than a batch entry because the trainer shards every batch leaf over the
+    data axis.
 
     Args:
-      params: method parameters.
-      val_batch: a validation batch (``cfg.embed_view`` is read, clean inputs) or a bare
-        ``{"x", "valid"}`` view.
+      model_config: the backbone (>= 2 modalities).
+      config: `TupleInfoNCEConfig`.
 
-    Returns:
-      Scalar in [0, 1]; chance level 1 / N.
+    Example:
+      >>> method = TupleInfoNCE(model_cfg, TupleInfoNCEConfig(beta=0.5))
+      >>> params = method.init(jax.random.key(0), batch)
+      >>> loss, metrics = method.loss(params, batch, jax.random.key(1))
+      >>> loss, _ = method.loss(params, batch, key, hparams=TupleHParams(jnp.zeros(2), 0.3))
     """
-    return retrieval_accuracy(*self.retrieval_embeddings(params, val_batch))
+
+    name = "tuple_infonce"
+    min_modalities = 2
+
+    def __init__(
+        self,
+        model_config: ModelConfig | Mapping[str, Any],
+        config: TupleInfoNCEConfig | None = None,
+    ):
+        super().__init__(model_config)
+        self.config = config = TupleInfoNCEConfig() if config is None else config
+        k = len(self.modality_names)
+        for field in ("alpha", "noise_scales"):
+            value = getattr(config, field)
+            if value is not None and len(value) != k:
+                raise ValueError(
+                    f"TupleInfoNCEConfig.{field} needs {k} values (modalities "
+                    f"{list(self.modality_names)}), got {len(value)}"
+                )
+        alpha = np.ones(k) if config.alpha is None else np.asarray(config.alpha)
+        self.default_log_alpha = np.log(alpha).astype(np.float32)
+        self.noise_scales = (
+            np.ones(k) if config.noise_scales is None else np.asarray(config.noise_scales)
+        ).astype(np.float32)
+
+    # -- hyper-parameters ------------------------------------------------------------------------
+
+    def default_hparams(self) -> TupleHParams:
+        """The config's (log alpha, beta) as arrays: the search's starting mean."""
+        return TupleHParams(
+            jnp.asarray(self.default_log_alpha), jnp.asarray(self.config.beta, jnp.float32)
+        )
+
+    def _hparams(self, hparams: TupleHParams | None) -> TupleHParams:
+        if hparams is None:
+            return self.default_hparams()
+        k = len(self.modality_names)
+        log_alpha, beta = jnp.asarray(hparams.log_alpha), jnp.asarray(hparams.beta)
+        if log_alpha.shape != (k,) or beta.shape != ():
+            raise ValueError(
+                f"hparams must have log_alpha ({k},) and scalar beta, got "
+                f"{log_alpha.shape} and {beta.shape}"
+            )
+        return TupleHParams(log_alpha, beta)
+
+    # -- tuples ----------------------------------------------------------------------------------
+
+    def _view(self, batch: Batch, key: str) -> tuple[dict, dict]:
+        if "x" in batch:
+            return batch["x"], batch.get("valid") or {}
+        return get_view(batch, key)
+
+    @staticmethod
+    def _split(rng: jax.Array) -> tuple[jax.Array, ...]:
+        """(noise, permutations, online dropout, key dropout) streams, shared by entry points."""
+        return tuple(jax.random.split(rng, 4))
+
+    def key_inputs(
+        self, batch: Batch, rng: jax.Array, hparams: TupleHParams | None = None
+    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array], jax.Array]:
+        """The positive tuples' inputs and the disturbance permutations used by `loss` for `rng`.
+
+        Returns:
+          ``(x_pos, valid_pos, perms)``: the noisy positive inputs {name: (B, ...)}, their padding
+          masks and the (K, B) permutations pi_k. ``disturb_modalities`` of ``(x_pos, valid)``
+          gives the input-level k-disturbed tuples.
+        """
+        h = self._hparams(hparams)
+        r_noise, r_perm, _, _ = self._split(rng)
+        x, valid = get_view(batch, self.config.positive_view)
+        noise_keys = jax.random.split(r_noise, len(self.modality_names))
+        x_pos = {}
+        for m, name in enumerate(self.modality_names):
+            v = x[name]
+            if jnp.issubdtype(v.dtype, jnp.floating):
+                std = (h.beta * self.noise_scales[m]).astype(v.dtype)
+                v = v + std * jax.random.normal(noise_keys[m], v.shape, v.dtype)
+            # Integer token ids have no additive noise; their augmentation belongs to the pipeline.
+            x_pos[name] = v
+        b = next(iter(x.values())).shape[0]
+        perms = disturbance_permutations(
+            r_perm, len(self.modality_names), b, derangement=self.config.disturb == "derangement"
+        )
+        return x_pos, valid, perms
+
+    def tuple_embeddings(
+        self, params: Params, batch: Batch, rng: jax.Array, hparams: TupleHParams | None = None
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """L2-normalised (anchors (B, D), positives (B, D), disturbed negatives (K, B, D)).
+
+        The negatives carry no gradient (stop-gradient key encoder).
+        """
+        _, _, r_online, r_key = self._split(rng)
+        anchor = get_view(batch, "view1")
+        x_pos, valid_pos, perms = self.key_inputs(batch, rng, hparams)
+        b = next(iter(anchor[0].values())).shape[0]
+        model = self.module(params).model
+        tokens = model.encode(
+            *concat_views(anchor, (x_pos, valid_pos)),
+            deterministic=False,
+            rngs=dropout_rngs(r_online),
+        )
+        z = model.fuse(tokens, deterministic=False, rngs=dropout_rngs(r_online))
+
+        # Key branch: the positives' tokens with modality k's rows permuted, fused by a
+        # stop-gradient copy of the online model (equal to encoding the disturbed inputs: the
+        # encoders are per-example).
+        key_model = self.module(jax.lax.stop_gradient(params)).model
+        pos_tok = {
+            n: jax.lax.stop_gradient((t[b:], m[b:]))
+            for n, t, m in zip(self.modality_names, tokens.tokens, tokens.masks, strict=True)
+        }
+        dist = disturb_modalities(pos_tok, self.modality_names, perms)
+        k = len(self.modality_names)
+        flat = lambda a: a.reshape((k * b,) + a.shape[2:])
+        key_tokens = Tokens(
+            tuple(flat(dist[n][0]) for n in self.modality_names),
+            tuple(flat(dist[n][1]) for n in self.modality_names),
+        )
+        z_neg = key_model.fuse(key_tokens, deterministic=False, rngs=dropout_rngs(r_key))
+        if self.config.use_head:
+            z, z_neg = model.head(z), key_model.head(z_neg)
+        z, z_neg = estimators.l2_normalize(z), estimators.l2_normalize(z_neg)
+        return z[:b], z[b:], z_neg.reshape(k, b, -1)
+
+    # -- the contract ----------------------------------------------------------------------------
+
+    def loss(
+        self,
+        params: Params,
+        batch: Batch,
+        rng: jax.Array,
+        *,
+        axis_name: str | None = None,
+        hparams: TupleHParams | None = None,
+    ) -> tuple[jax.Array, Metrics]:
+        """TupleInfoNCE loss (global-batch value with `axis_name`); see the module docstring."""
+        h = self._hparams(hparams)
+        za, zp, zn = self.tuple_embeddings(params, batch, rng, h)
+        tau = self.config.temperature
+        loss = estimators.tuple_infonce_loss(
+            za,
+            zp,
+            zn,
+            negative_log_weights=h.log_alpha,
+            temperature=tau,
+            normalize=False,
+            axis_name=axis_name,
+        )
+        b = za.shape[0]
+        sims = za @ zp.T
+        off = ~np.eye(b, dtype=bool)
+        metrics = {
+            "tuple_infonce": loss,
+            "pos_sim": jnp.mean(jnp.diagonal(sims)),
+            # Local-batch logits cos / tau, before log alpha_k offsets (comparable across alpha).
+            "neg_logit_scenes": jnp.sum(jnp.where(off, sims, 0.0)) / (tau * max(b * (b - 1), 1)),
+            "beta": jnp.abs(h.beta),
+        }
+        neg = jnp.mean(jnp.einsum("id,kjd->kij", za, zn), axis=(1, 2)) / tau
+        for m, name in enumerate(self.modality_names):
+            metrics[f"neg_logit_{name}"] = neg[m]
+            metrics[f"alpha_{name}"] = jnp.exp(h.log_alpha[m])
+        return loss, metrics
+
+    def embed(self, params: Params, batch: Batch) -> jax.Array:
+        """Fused embedding of the full clean input, before any head: (B, D)."""
+        x, valid = self._view(batch, self.config.embed_view)
+        return self.module(params).model(x, valid, deterministic=True)
+
+    def retrieval_embeddings(self, params: Params, batch: Batch) -> tuple[jax.Array, jax.Array]:
+        """(queries, keys), each (K, N, D): z(modality k alone) and z(tuple without modality k).
+
+        One encoder pass; the 2K masked fusions are one batched call (a masked modality is removed
+        from attention exactly, `MultimodalModel.fuse`).
+        """
+        x, valid = self._view(batch, self.config.embed_view)
+        model = self.module(params).model
+        tokens = model.encode(x, valid, deterministic=True)
+        k = len(self.modality_names)
+        masks = retrieval_masks(k)
+        n = tokens.tokens[0].shape[0]
+        tile = lambda a: jnp.tile(a, (2 * k,) + (1,) * (a.ndim - 1))
+        tiled = Tokens(tuple(map(tile, tokens.tokens)), tuple(map(tile, tokens.masks)))
+        z = model.fuse(tiled, jnp.repeat(jnp.asarray(masks), n, axis=0), deterministic=True)
+        z = z.reshape(2 * k, n, -1)
+        return z[:k], z[k:]
+
+    def retrieval_reward(self, params: Params, val_batch: Batch) -> jax.Array:
+        """Unsupervised reward of the sample optimisation: cross-modal retrieval accuracy.
+
+        For each scene i and modality k, z(v^k_i alone) must retrieve z(v̄^k_i) (the rest of its
+        own tuple) among all N scenes by cosine similarity; the accuracy is averaged over i and k
+        (the public code sums over k; the mean keeps the reward in [0, 1] and the normalised
+        REINFORCE rewards are identical). No labels are read.
+
+        Args:
+          params: method parameters.
+          val_batch: a validation batch (``cfg.embed_view`` is read, clean inputs) or a bare
+            ``{"x", "valid"}`` view.
+
+        Returns:
+          Scalar in [0, 1]; chance level 1 / N.
+        """
+        return retrieval_accuracy(*self.retrieval_embeddings(params, val_batch))

@@ -36,9 +36,17 @@ class AlexNet(nnx.Module):
 
     takes_sequence = False
 
-    def __init__(self, in_channels: int = 3, channels: Sequence[int] = (64, 192, 384, 256, 256),
-                 *, variant: str = "small", pool: bool = True, out_dim: int | None = None,
-                 dtype=None, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_channels: int = 3,
+        channels: Sequence[int] = (64, 192, 384, 256, 256),
+        *,
+        variant: str = "small",
+        pool: bool = True,
+        out_dim: int | None = None,
+        dtype=None,
+        rngs: nnx.Rngs,
+    ):
         if variant not in _VARIANTS:
             raise ValueError(f"unknown AlexNet variant {variant!r}; expected {sorted(_VARIANTS)}")
         if len(channels) != 5:
@@ -46,12 +54,15 @@ class AlexNet(nnx.Module):
         convs, self.pool_spec = _VARIANTS[variant]
         dims = (int(in_channels), *(int(c) for c in channels))
         self.in_channels, self.pool, self.dtype = dims[0], pool, dtype
-        self.convs = nnx.List([
-            nnx.Conv(a, b, (k, k), (s, s), padding=[(p, p), (p, p)], dtype=dtype, rngs=rngs)
-            for a, b, (k, s, p) in zip(dims[:-1], dims[1:], convs, strict=True)
-        ])
-        self.out = None if out_dim is None else nnx.Linear(dims[-1], out_dim, dtype=dtype,
-                                                           rngs=rngs)
+        self.convs = nnx.List(
+            [
+                nnx.Conv(a, b, (k, k), (s, s), padding=[(p, p), (p, p)], dtype=dtype, rngs=rngs)
+                for a, b, (k, s, p) in zip(dims[:-1], dims[1:], convs, strict=True)
+            ]
+        )
+        self.out = (
+            None if out_dim is None else nnx.Linear(dims[-1], out_dim, dtype=dtype, rngs=rngs)
+        )
         self.pooled_features = dims[-1] if out_dim is None else int(out_dim)
         self.out_kind = VECTOR if pool else MAP
         self.out_features = self.pooled_features if pool else dims[-1]

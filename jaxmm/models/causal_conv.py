@@ -34,9 +34,17 @@ class CausalConvEncoder(nnx.Module):
 
     takes_sequence = True
 
-    def __init__(self, in_features: int = 6, channels: Sequence[int] = (16, 32, 64, 128, 512), *,
-                 kernel_size: int = 2, stride: int = 2, output: str = "vector", dtype=None,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int = 6,
+        channels: Sequence[int] = (16, 32, 64, 128, 512),
+        *,
+        kernel_size: int = 2,
+        stride: int = 2,
+        output: str = "vector",
+        dtype=None,
+        rngs: nnx.Rngs,
+    ):
         if kernel_size < stride:
             raise ValueError(f"kernel_size {kernel_size} must be >= stride {stride}")
         if output not in ("vector", "sequence"):
@@ -44,11 +52,20 @@ class CausalConvEncoder(nnx.Module):
         dims = (int(in_features), *(int(c) for c in channels))
         self.in_features, self.k, self.s, self.dtype = dims[0], kernel_size, stride, dtype
         self.out_kind = VECTOR if output == "vector" else SEQUENCE
-        self.convs = nnx.List([
-            nnx.Conv(a, b, kernel_size, stride, padding=[(kernel_size - stride, 0)], dtype=dtype,
-                     rngs=rngs)
-            for a, b in zip(dims[:-1], dims[1:], strict=True)
-        ])
+        self.convs = nnx.List(
+            [
+                nnx.Conv(
+                    a,
+                    b,
+                    kernel_size,
+                    stride,
+                    padding=[(kernel_size - stride, 0)],
+                    dtype=dtype,
+                    rngs=rngs,
+                )
+                for a, b in zip(dims[:-1], dims[1:], strict=True)
+            ]
+        )
         self.out_features = self.pooled_features = dims[-1]
 
     def __call__(self, x, valid=None, *, deterministic=True, rngs=None) -> EncoderOutput:

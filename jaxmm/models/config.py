@@ -33,8 +33,9 @@ def _check_keys(cls: type, d: Mapping[str, Any]) -> None:
     names = {f.name for f in dataclasses.fields(cls)}
     for key in d:
         if key not in names:
-            raise ValueError(f"{cls.__name__}: unknown key {key!r}; expected a subset of "
-                             f"{sorted(names)}")
+            raise ValueError(
+                f"{cls.__name__}: unknown key {key!r}; expected a subset of {sorted(names)}"
+            )
 
 
 class _DictMixin:
@@ -87,8 +88,9 @@ class FusionConfig(_DictMixin):
         if self.kind not in FUSION_KINDS:
             raise ValueError(f"FusionConfig.kind must be one of {FUSION_KINDS}, got {self.kind!r}")
         if self.kind == "attention" and self.width % self.num_heads:
-            raise ValueError(f"FusionConfig: width {self.width} not divisible by num_heads "
-                             f"{self.num_heads}")
+            raise ValueError(
+                f"FusionConfig: width {self.width} not divisible by num_heads {self.num_heads}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

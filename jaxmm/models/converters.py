@@ -19,8 +19,10 @@ from jaxmm.models.posemb import sincos_2d
 def _check_kind(conv: object, out: EncoderOutput, kind: str, shape: str) -> None:
     ndim = {VECTOR: 2, SEQUENCE: 3, MAP: 4}[kind]
     if out.features.ndim != ndim:
-        raise ValueError(f"{type(conv).__name__} takes {kind} features {shape}, "
-                         f"got shape {tuple(out.features.shape)}")
+        raise ValueError(
+            f"{type(conv).__name__} takes {kind} features {shape}, "
+            f"got shape {tuple(out.features.shape)}"
+        )
 
 
 class IdentityConverter(nnx.Module):
@@ -29,12 +31,21 @@ class IdentityConverter(nnx.Module):
 
     accepts = SEQUENCE
 
-    def __init__(self, in_features: int, width: int, *, project: bool | None = None, dtype=None,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        width: int,
+        *,
+        project: bool | None = None,
+        dtype=None,
+        rngs: nnx.Rngs,
+    ):
         project = in_features != width if project is None else project
         if not project and in_features != width:
-            raise ValueError(f"identity converter: encoder width {in_features} != fusion width "
-                             f"{width}; set project=True")
+            raise ValueError(
+                f"identity converter: encoder width {in_features} != fusion width "
+                f"{width}; set project=True"
+            )
         self.proj = nnx.Linear(in_features, width, dtype=dtype, rngs=rngs) if project else None
 
     def __call__(self, out: EncoderOutput) -> tuple[jax.Array, jax.Array]:
@@ -49,11 +60,26 @@ class PatchEmbedding(nnx.Module):
 
     accepts = MAP
 
-    def __init__(self, in_features: int, width: int, *, patch_size: int = 1,
-                 positional: bool = True, dtype=None, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        width: int,
+        *,
+        patch_size: int = 1,
+        positional: bool = True,
+        dtype=None,
+        rngs: nnx.Rngs,
+    ):
         self.width, self.positional, self.dtype = width, positional, dtype
-        self.proj = nnx.Conv(in_features, width, (patch_size, patch_size),
-                             (patch_size, patch_size), padding="VALID", dtype=dtype, rngs=rngs)
+        self.proj = nnx.Conv(
+            in_features,
+            width,
+            (patch_size, patch_size),
+            (patch_size, patch_size),
+            padding="VALID",
+            dtype=dtype,
+            rngs=rngs,
+        )
 
     def __call__(self, out: EncoderOutput) -> tuple[jax.Array, jax.Array]:
         _check_kind(self, out, MAP, "(B, h, w, C)")

@@ -33,12 +33,15 @@ def broadcast_modality_mask(modality_mask: jax.Array | None, n: int, b: int) -> 
 
 def _check_tokens(tokens: Sequence[jax.Array], masks: Sequence[jax.Array], width: int) -> None:
     if len(tokens) != len(masks) or not tokens:
-        raise ValueError(f"need as many masks as token arrays (>0), got {len(tokens)} and "
-                         f"{len(masks)}")
+        raise ValueError(
+            f"need as many masks as token arrays (>0), got {len(tokens)} and {len(masks)}"
+        )
     for i, (t, m) in enumerate(zip(tokens, masks, strict=True)):
         if t.ndim != 3 or t.shape[-1] != width or tuple(m.shape) != tuple(t.shape[:2]):
-            raise ValueError(f"modality {i}: tokens must be (B, T, {width}) with mask "
-                             f"(B, T), got {t.shape} and {m.shape}")
+            raise ValueError(
+                f"modality {i}: tokens must be (B, T, {width}) with mask "
+                f"(B, T), got {t.shape} and {m.shape}"
+            )
 
 
 def masked_mean_tokens(tokens: jax.Array, mask: jax.Array) -> jax.Array:
@@ -61,7 +64,7 @@ def modality_key_mask(masks: Sequence[jax.Array], modality_mask: jax.Array | Non
     if modality_mask is None:
         return jnp.concatenate(masks, axis=1)
     mm = broadcast_modality_mask(modality_mask, len(masks), masks[0].shape[0])
-    return jnp.concatenate([m & mm[:, i:i + 1] for i, m in enumerate(masks)], axis=1)
+    return jnp.concatenate([m & mm[:, i : i + 1] for i, m in enumerate(masks)], axis=1)
 
 
 class FusionTransformer(nnx.Module):
@@ -79,20 +82,38 @@ class FusionTransformer(nnx.Module):
       dtype: compute dtype; softmax and LayerNorms run in float32 and the output is float32.
     """
 
-    def __init__(self, width: int, *, num_layers: int = 1, num_heads: int = 8,
-                 mlp_ratio: float = 4.0, dropout: float = 0.0, dtype=None, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        width: int,
+        *,
+        num_layers: int = 1,
+        num_heads: int = 8,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        dtype=None,
+        rngs: nnx.Rngs,
+    ):
         self.width, self.rate, self.dtype = width, dropout, dtype
         self.cls = nnx.Param(jax.nn.initializers.normal(0.02)(rngs.params(), (1, 1, width)))
-        self.blocks = nnx.List([
-            TransformerBlock(width, num_heads, mlp_ratio=mlp_ratio, dropout=dropout, dtype=dtype,
-                             rngs=rngs)
-            for _ in range(num_layers)
-        ])
+        self.blocks = nnx.List(
+            [
+                TransformerBlock(
+                    width, num_heads, mlp_ratio=mlp_ratio, dropout=dropout, dtype=dtype, rngs=rngs
+                )
+                for _ in range(num_layers)
+            ]
+        )
         self.norm = nnx.LayerNorm(width, dtype=jnp.float32, rngs=rngs)
 
-    def __call__(self, tokens: Sequence[jax.Array], masks: Sequence[jax.Array],
-                 modality_mask: jax.Array | None = None, *, deterministic: bool = True,
-                 rngs: nnx.Rngs | None = None) -> jax.Array:
+    def __call__(
+        self,
+        tokens: Sequence[jax.Array],
+        masks: Sequence[jax.Array],
+        modality_mask: jax.Array | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jax.Array:
         """tokens: per modality (B, T_m, D); masks: per modality bool (B, T_m) -> (B, D) float32."""
         _check_tokens(tokens, masks, self.width)
         cdt = self.dtype or jnp.float32
@@ -136,31 +157,42 @@ class LinearFusion(nnx.Module):
       dtype: compute dtype; pooling and LayerNorm run in float32 and the output is float32.
     """
 
-    def __init__(self, width: int, num_modalities: int, *, dropout: float = 0.0, dtype=None,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, width: int, num_modalities: int, *, dropout: float = 0.0, dtype=None, rngs: nnx.Rngs
+    ):
         if num_modalities < 1:
             raise ValueError(f"LinearFusion needs num_modalities >= 1, got {num_modalities}")
         self.width, self.num_modalities = width, num_modalities
         self.rate, self.dtype = dropout, dtype
-        self.proj = nnx.List([nnx.Linear(width, width, dtype=dtype, rngs=rngs)
-                              for _ in range(num_modalities)])
+        self.proj = nnx.List(
+            [nnx.Linear(width, width, dtype=dtype, rngs=rngs) for _ in range(num_modalities)]
+        )
         self.out = nnx.Linear(num_modalities * width, width, dtype=dtype, rngs=rngs)
         self.norm = nnx.LayerNorm(width, dtype=jnp.float32, rngs=rngs)
 
-    def __call__(self, tokens: Sequence[jax.Array], masks: Sequence[jax.Array],
-                 modality_mask: jax.Array | None = None, *, deterministic: bool = True,
-                 rngs: nnx.Rngs | None = None) -> jax.Array:
+    def __call__(
+        self,
+        tokens: Sequence[jax.Array],
+        masks: Sequence[jax.Array],
+        modality_mask: jax.Array | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jax.Array:
         """tokens: per modality (B, T_m, D); masks: per modality bool (B, T_m) -> (B, D) float32."""
         _check_tokens(tokens, masks, self.width)
         if len(tokens) != self.num_modalities:
-            raise ValueError(f"LinearFusion was built for {self.num_modalities} modalities, got "
-                             f"{len(tokens)} token arrays")
+            raise ValueError(
+                f"LinearFusion was built for {self.num_modalities} modalities, got "
+                f"{len(tokens)} token arrays"
+            )
         cdt = self.dtype or jnp.float32
         present = broadcast_modality_mask(modality_mask, self.num_modalities, tokens[0].shape[0])
         slots = []
         for i, (t, m, proj) in enumerate(zip(tokens, masks, self.proj, strict=True)):
             s = proj(masked_mean_tokens(t, m).astype(cdt))
-            slots.append(jnp.where(present[:, i:i + 1], s, jnp.zeros((), s.dtype)))
-        h = dropout(jnp.concatenate(slots, axis=-1), self.rate, deterministic=deterministic,
-                    rngs=rngs)
+            slots.append(jnp.where(present[:, i : i + 1], s, jnp.zeros((), s.dtype)))
+        h = dropout(
+            jnp.concatenate(slots, axis=-1), self.rate, deterministic=deterministic, rngs=rngs
+        )
         return self.norm(self.out(h).astype(jnp.float32))

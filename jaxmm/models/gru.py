@@ -32,15 +32,23 @@ class GRUEncoder(nnx.Module):
     out_kind = SEQUENCE
     takes_sequence = True
 
-    def __init__(self, in_features: int, hidden: int = 30, *, out_dim: int | None = None,
-                 dtype=None, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int = 30,
+        *,
+        out_dim: int | None = None,
+        dtype=None,
+        rngs: nnx.Rngs,
+    ):
         self.in_features = int(in_features)
         self.hidden = int(hidden)
         self.dtype = dtype
         self.input_proj = nnx.Linear(self.in_features, 3 * self.hidden, dtype=dtype, rngs=rngs)
         self.hidden_proj = nnx.Linear(self.hidden, 3 * self.hidden, rngs=rngs)
-        self.out = None if out_dim is None else nnx.Linear(self.hidden, out_dim, dtype=dtype,
-                                                           rngs=rngs)
+        self.out = (
+            None if out_dim is None else nnx.Linear(self.hidden, out_dim, dtype=dtype, rngs=rngs)
+        )
         self.out_features = self.hidden
         self.pooled_features = self.hidden if out_dim is None else int(out_dim)
 
@@ -55,8 +63,8 @@ class GRUEncoder(nnx.Module):
             xi_t, m_t = inputs
             hh = h @ wh + bh
             r = jax.nn.sigmoid(xi_t[:, :hd] + hh[:, :hd])
-            z = jax.nn.sigmoid(xi_t[:, hd:2 * hd] + hh[:, hd:2 * hd])
-            n = jnp.tanh(xi_t[:, 2 * hd:] + r * hh[:, 2 * hd:])
+            z = jax.nn.sigmoid(xi_t[:, hd : 2 * hd] + hh[:, hd : 2 * hd])
+            n = jnp.tanh(xi_t[:, 2 * hd :] + r * hh[:, 2 * hd :])
             h = jnp.where(m_t[:, None], (1.0 - z) * n + z * h, h)
             return h, h
 

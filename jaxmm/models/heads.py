@@ -25,21 +25,32 @@ class ProjectionHead(nnx.Module):
       dtype: compute dtype.
     """
 
-    def __init__(self, in_features: int, hidden_dims: Sequence[int] = (512, 512),
-                 out_dim: int = 256, *, norm: str = "none", activation: str = "relu", dtype=None,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        hidden_dims: Sequence[int] = (512, 512),
+        out_dim: int = 256,
+        *,
+        norm: str = "none",
+        activation: str = "relu",
+        dtype=None,
+        rngs: nnx.Rngs,
+    ):
         if norm not in ("none", "layer"):
             raise ValueError(f"norm must be 'none' or 'layer', got {norm!r}")
         get_activation(activation)
         dims = (int(in_features), *(int(h) for h in hidden_dims), int(out_dim))
         self.act, self.dtype = activation, dtype
         self.layers = nnx.List(
-            [nnx.Linear(a, b, dtype=dtype, rngs=rngs)
-             for a, b in zip(dims[:-1], dims[1:], strict=True)]
+            [
+                nnx.Linear(a, b, dtype=dtype, rngs=rngs)
+                for a, b in zip(dims[:-1], dims[1:], strict=True)
+            ]
         )
         self.norms = nnx.List(
             [nnx.LayerNorm(d, dtype=jnp.float32, rngs=rngs) for d in dims[1:-1]]
-            if norm == "layer" else []
+            if norm == "layer"
+            else []
         )
 
     def __call__(self, z):

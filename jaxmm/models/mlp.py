@@ -56,8 +56,10 @@ class MLPEncoder(nnx.Module):
         self.rate = dropout
         self.dtype = dtype
         self.layers = nnx.List(
-            [nnx.Linear(a, b, dtype=dtype, rngs=rngs)
-             for a, b in zip(dims[:-1], dims[1:], strict=True)]
+            [
+                nnx.Linear(a, b, dtype=dtype, rngs=rngs)
+                for a, b in zip(dims[:-1], dims[1:], strict=True)
+            ]
         )
         self.out_features = self.pooled_features = dims[-1]
 

@@ -40,8 +40,18 @@ from jaxmm.models.outputs import EncoderOutput, Tokens
 from jaxmm.models.resnet import ResNet18
 from jaxmm.models.transformer import TransformerEncoder
 
-__all__ = ["ENCODERS", "CONVERTERS", "register_encoder", "register_converter", "build_model",
-           "MultimodalModel", "FusionConfig", "HeadConfig", "ModalityConfig", "ModelConfig"]
+__all__ = [
+    "ENCODERS",
+    "CONVERTERS",
+    "register_encoder",
+    "register_converter",
+    "build_model",
+    "MultimodalModel",
+    "FusionConfig",
+    "HeadConfig",
+    "ModalityConfig",
+    "ModelConfig",
+]
 
 ENCODERS: dict[str, Callable[..., nnx.Module]] = {
     "mlp": MLPEncoder,
@@ -74,8 +84,9 @@ def register_converter(name: str, ctor: Callable[..., nnx.Module]) -> None:
 
 def _lookup(registry: Mapping[str, Callable], kind: str, name: str, modality: str) -> Callable:
     if name not in registry:
-        raise ValueError(f"modality {modality!r}: unknown {kind} {name!r}; registered: "
-                         f"{sorted(registry)}")
+        raise ValueError(
+            f"modality {modality!r}: unknown {kind} {name!r}; registered: {sorted(registry)}"
+        )
     return registry[name]
 
 
@@ -101,32 +112,58 @@ class MultimodalModel(nnx.Module):
         self._names = tuple(m.name for m in cfg.modalities)
         encoders, converters = [], []
         for m in cfg.modalities:
-            enc = _construct(_lookup(ENCODERS, "encoder", m.encoder, m.name),
-                             f"modality {m.name!r}: encoder {m.encoder!r} kwargs",
-                             **m.encoder_kwargs, dtype=dtype, rngs=rngs)
+            enc = _construct(
+                _lookup(ENCODERS, "encoder", m.encoder, m.name),
+                f"modality {m.name!r}: encoder {m.encoder!r} kwargs",
+                **m.encoder_kwargs,
+                dtype=dtype,
+                rngs=rngs,
+            )
             conv_ctor = _lookup(CONVERTERS, "converter", m.converter, m.name)
-            conv = _construct(conv_ctor, f"modality {m.name!r}: converter {m.converter!r} kwargs",
-                              enc.out_features, cfg.fusion.width, **m.converter_kwargs,
-                              dtype=dtype, rngs=rngs)
+            conv = _construct(
+                conv_ctor,
+                f"modality {m.name!r}: converter {m.converter!r} kwargs",
+                enc.out_features,
+                cfg.fusion.width,
+                **m.converter_kwargs,
+                dtype=dtype,
+                rngs=rngs,
+            )
             if conv.accepts != enc.out_kind:
-                raise ValueError(f"modality {m.name!r}: converter {m.converter!r} takes "
-                                 f"{conv.accepts} features but encoder {m.encoder!r} gives "
-                                 f"{enc.out_kind}")
+                raise ValueError(
+                    f"modality {m.name!r}: converter {m.converter!r} takes "
+                    f"{conv.accepts} features but encoder {m.encoder!r} gives "
+                    f"{enc.out_kind}"
+                )
             encoders.append(enc)
             converters.append(conv)
         self.encoders = nnx.List(encoders)
         self.converters = nnx.List(converters)
         f = cfg.fusion
         if f.kind == "linear":  # CoMM Sec. 5 / Table 4 ablation
-            self.fusion = LinearFusion(f.width, len(self._names), dropout=f.dropout, dtype=dtype,
-                                       rngs=rngs)
+            self.fusion = LinearFusion(
+                f.width, len(self._names), dropout=f.dropout, dtype=dtype, rngs=rngs
+            )
         else:
-            self.fusion = FusionTransformer(f.width, num_layers=f.num_layers,
-                                            num_heads=f.num_heads, mlp_ratio=f.mlp_ratio,
-                                            dropout=f.dropout, dtype=dtype, rngs=rngs)
+            self.fusion = FusionTransformer(
+                f.width,
+                num_layers=f.num_layers,
+                num_heads=f.num_heads,
+                mlp_ratio=f.mlp_ratio,
+                dropout=f.dropout,
+                dtype=dtype,
+                rngs=rngs,
+            )
         h = cfg.head
-        self.projection = ProjectionHead(f.width, h.hidden_dims, h.out_dim, norm=h.norm,
-                                         activation=h.activation, dtype=dtype, rngs=rngs)
+        self.projection = ProjectionHead(
+            f.width,
+            h.hidden_dims,
+            h.out_dim,
+            norm=h.norm,
+            activation=h.activation,
+            dtype=dtype,
+            rngs=rngs,
+        )
 
     @property
     def modality_names(self) -> tuple[str, ...]:
@@ -141,8 +178,10 @@ class MultimodalModel(nnx.Module):
         valid = {} if valid is None else valid
         for name in self._names:
             if name not in x:
-                raise ValueError(f"missing modality {name!r} in inputs (got {sorted(x)}); "
-                                 f"expected {list(self._names)}")
+                raise ValueError(
+                    f"missing modality {name!r} in inputs (got {sorted(x)}); "
+                    f"expected {list(self._names)}"
+                )
         outs = []
         for name, enc in zip(self._names, self.encoders, strict=True):
             v = valid.get(name)
@@ -151,28 +190,49 @@ class MultimodalModel(nnx.Module):
             outs.append(enc(x[name], v, deterministic=deterministic, rngs=rngs))
         return outs
 
-    def encode(self, x: Mapping[str, jax.Array], valid: Mapping[str, jax.Array] | None = None,
-               *, deterministic: bool = True, rngs: nnx.Rngs | None = None) -> Tokens:
+    def encode(
+        self,
+        x: Mapping[str, jax.Array],
+        valid: Mapping[str, jax.Array] | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> Tokens:
         """Encoders + latent converters -> Tokens((B, T_m, D) per modality, masks (B, T_m))."""
         outs = self._run_encoders(x, valid, deterministic, rngs)
         pairs = [conv(o) for conv, o in zip(self.converters, outs, strict=True)]
         return Tokens(tuple(p[0] for p in pairs), tuple(p[1] for p in pairs))
 
-    def fuse(self, tokens: Tokens, modality_mask: jax.Array | None = None, *,
-             deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jax.Array:
+    def fuse(
+        self,
+        tokens: Tokens,
+        modality_mask: jax.Array | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jax.Array:
         """Fused embedding (B, D): the [CLS] output (attention) or the Concat + Linear output
         (linear); modality_mask bool (n,) or (B, n), True = present."""
-        return self.fusion(tokens.tokens, tokens.masks, modality_mask,
-                           deterministic=deterministic, rngs=rngs)
+        return self.fusion(
+            tokens.tokens, tokens.masks, modality_mask, deterministic=deterministic, rngs=rngs
+        )
 
-    def __call__(self, x, valid=None, modality_mask=None, *, deterministic: bool = True,
-                 rngs: nnx.Rngs | None = None) -> jax.Array:
+    def __call__(
+        self,
+        x,
+        valid=None,
+        modality_mask=None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jax.Array:
         """fuse(encode(x, valid), modality_mask) -> (B, D)."""
         tokens = self.encode(x, valid, deterministic=deterministic, rngs=rngs)
         return self.fuse(tokens, modality_mask, deterministic=deterministic, rngs=rngs)
 
-    def encode_unimodal(self, x, valid=None, *, deterministic: bool = True,
-                        rngs: nnx.Rngs | None = None) -> dict[str, jax.Array]:
+    def encode_unimodal(
+        self, x, valid=None, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+    ) -> dict[str, jax.Array]:
         """Each encoder's pooled embedding {name: (B, D_m)} (float32), for unimodal baselines."""
         outs = self._run_encoders(x, valid, deterministic, rngs)
         return {n: o.pooled.astype(jnp.float32) for n, o in zip(self._names, outs, strict=True)}

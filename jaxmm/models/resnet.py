@@ -26,16 +26,20 @@ def _norm(channels: int, norm: str, groups: int, dtype, rngs: nnx.Rngs) -> nnx.G
 class BasicBlock(nnx.Module):
     """conv3x3(stride)-norm-relu-conv3x3-norm + shortcut (1x1 conv + norm when shape changes)."""
 
-    def __init__(self, cin: int, cout: int, stride: int, *, norm: str, groups: int, dtype,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, cin: int, cout: int, stride: int, *, norm: str, groups: int, dtype, rngs: nnx.Rngs
+    ):
         conv = dict(use_bias=False, dtype=dtype, rngs=rngs)
         self.conv1 = nnx.Conv(cin, cout, (3, 3), (stride, stride), padding=[(1, 1)] * 2, **conv)
         self.norm1 = _norm(cout, norm, groups, dtype, rngs)
         self.conv2 = nnx.Conv(cout, cout, (3, 3), padding=[(1, 1)] * 2, **conv)
         self.norm2 = _norm(cout, norm, groups, dtype, rngs)
         needs_proj = stride != 1 or cin != cout
-        self.proj = (nnx.Conv(cin, cout, (1, 1), (stride, stride), padding="VALID", **conv)
-                     if needs_proj else None)
+        self.proj = (
+            nnx.Conv(cin, cout, (1, 1), (stride, stride), padding="VALID", **conv)
+            if needs_proj
+            else None
+        )
         self.proj_norm = _norm(cout, norm, groups, dtype, rngs) if needs_proj else None
 
     def __call__(self, x):
@@ -60,24 +64,51 @@ class ResNet18(nnx.Module):
 
     takes_sequence = False
 
-    def __init__(self, in_channels: int = 3, *, width: int = 64, stem: str = "imagenet",
-                 norm: str = "group", groups: int = 32, pool: bool = True,
-                 out_dim: int | None = None, dtype=None, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_channels: int = 3,
+        *,
+        width: int = 64,
+        stem: str = "imagenet",
+        norm: str = "group",
+        groups: int = 32,
+        pool: bool = True,
+        out_dim: int | None = None,
+        dtype=None,
+        rngs: nnx.Rngs,
+    ):
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
         if norm not in ("group", "layer"):
             raise ValueError(f"norm must be 'group' or 'layer', got {norm!r}")
         self.in_channels, self.stem_kind, self.pool, self.dtype = in_channels, stem, pool, dtype
         k, s = (7, 2) if stem == "imagenet" else (3, 1)
-        self.stem = nnx.Conv(in_channels, width, (k, k), (s, s), padding=[(k // 2, k // 2)] * 2,
-                             use_bias=False, dtype=dtype, rngs=rngs)
+        self.stem = nnx.Conv(
+            in_channels,
+            width,
+            (k, k),
+            (s, s),
+            padding=[(k // 2, k // 2)] * 2,
+            use_bias=False,
+            dtype=dtype,
+            rngs=rngs,
+        )
         self.stem_norm = _norm(width, norm, groups, dtype, rngs)
         blocks, cin = [], width
         for i, stride in enumerate((1, 2, 2, 2)):
             cout = width * 2**i
             for j in range(2):
-                blocks.append(BasicBlock(cin, cout, stride if j == 0 else 1, norm=norm,
-                                         groups=groups, dtype=dtype, rngs=rngs))
+                blocks.append(
+                    BasicBlock(
+                        cin,
+                        cout,
+                        stride if j == 0 else 1,
+                        norm=norm,
+                        groups=groups,
+                        dtype=dtype,
+                        rngs=rngs,
+                    )
+                )
                 cin = cout
         self.blocks = nnx.List(blocks)
         self.out = None if out_dim is None else nnx.Linear(cin, out_dim, dtype=dtype, rngs=rngs)

@@ -11,8 +11,9 @@ def default_valid(x: jax.Array, valid: jax.Array | None, what: str) -> jax.Array
     if valid is None:
         return jnp.ones(x.shape[:2], dtype=bool)
     if tuple(valid.shape) != tuple(x.shape[:2]):
-        raise ValueError(f"{what}: valid mask must have shape {tuple(x.shape[:2])}, "
-                         f"got {tuple(valid.shape)}")
+        raise ValueError(
+            f"{what}: valid mask must have shape {tuple(x.shape[:2])}, got {tuple(valid.shape)}"
+        )
     return valid.astype(bool)
 
 

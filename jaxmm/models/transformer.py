@@ -32,23 +32,43 @@ class TransformerEncoder(nnx.Module):
     out_kind = SEQUENCE
     takes_sequence = True
 
-    def __init__(self, in_features: int, width: int = 40, *, num_layers: int = 5,
-                 num_heads: int = 5, mlp_ratio: float = 4.0, dropout: float = 0.0,
-                 positional: bool = True, pool: str = "mean", out_dim: int | None = None,
-                 dtype=None, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        width: int = 40,
+        *,
+        num_layers: int = 5,
+        num_heads: int = 5,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        positional: bool = True,
+        pool: str = "mean",
+        out_dim: int | None = None,
+        dtype=None,
+        rngs: nnx.Rngs,
+    ):
         if pool not in ("mean", "last"):
             raise ValueError(f"pool must be 'mean' or 'last', got {pool!r}")
         self.in_features, self.width = int(in_features), int(width)
         self.positional, self.pool, self.rate, self.dtype = positional, pool, dropout, dtype
         self.in_proj = nnx.Linear(self.in_features, self.width, dtype=dtype, rngs=rngs)
-        self.blocks = nnx.List([
-            TransformerBlock(self.width, num_heads, mlp_ratio=mlp_ratio, dropout=dropout,
-                             dtype=dtype, rngs=rngs)
-            for _ in range(num_layers)
-        ])
+        self.blocks = nnx.List(
+            [
+                TransformerBlock(
+                    self.width,
+                    num_heads,
+                    mlp_ratio=mlp_ratio,
+                    dropout=dropout,
+                    dtype=dtype,
+                    rngs=rngs,
+                )
+                for _ in range(num_layers)
+            ]
+        )
         self.norm = nnx.LayerNorm(self.width, dtype=jnp.float32, rngs=rngs)
-        self.out = None if out_dim is None else nnx.Linear(self.width, out_dim, dtype=dtype,
-                                                           rngs=rngs)
+        self.out = (
+            None if out_dim is None else nnx.Linear(self.width, out_dim, dtype=dtype, rngs=rngs)
+        )
         self.out_features = self.width
         self.pooled_features = self.width if out_dim is None else int(out_dim)
 

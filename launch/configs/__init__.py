@@ -22,64 +22,71 @@ _FAMILIES = ("trifeature", "synthetic", "multibench", "tuple_search")
 
 
 def _entries() -> dict[str, tuple[str, dict]]:
-  out: dict[str, tuple[str, dict]] = {}
-  for method in ("comm", "cross", "cross_self", "factorcl"):
-    short = "crossself" if method == "cross_self" else method
-    out[f"{short}_trifeature"] = ("trifeature", {"method": method})
-  for method in ("factorcl_ssl", "factorcl_sup", "simclr", "crossself", "supcon"):
-    out[f"{method}_synthetic"] = ("synthetic", {"method": method})
-  for method in ("comm", "factorcl", "tuple_infonce"):
-    for dataset in ("mosi", "mosei", "humor", "sarcasm", "mimic", "vt"):
-      out[f"{method}_{dataset}"] = ("multibench", {"method": method, "dataset": dataset})
-  out["comm_vt_contact"] = ("multibench", {"method": "comm", "dataset": "vt_contact"})
-  out["comm3_vt"] = ("multibench", {"method": "comm", "dataset": "vt_contact", "modalities": 3})
-  out["comm3_humor"] = ("multibench", {"method": "comm", "dataset": "humor", "modalities": 3})
-  for dataset in ("trifeature", "mosi"):  # sample-optimisation runs of `launch.search`
-    out[f"tuple_infonce_{dataset}_search"] = ("tuple_search", {"method": "tuple_infonce",
-                                                                "dataset": dataset})
-  return out
+    out: dict[str, tuple[str, dict]] = {}
+    for method in ("comm", "cross", "cross_self", "factorcl"):
+        short = "crossself" if method == "cross_self" else method
+        out[f"{short}_trifeature"] = ("trifeature", {"method": method})
+    for method in ("factorcl_ssl", "factorcl_sup", "simclr", "crossself", "supcon"):
+        out[f"{method}_synthetic"] = ("synthetic", {"method": method})
+    for method in ("comm", "factorcl", "tuple_infonce"):
+        for dataset in ("mosi", "mosei", "humor", "sarcasm", "mimic", "vt"):
+            out[f"{method}_{dataset}"] = ("multibench", {"method": method, "dataset": dataset})
+    out["comm_vt_contact"] = ("multibench", {"method": "comm", "dataset": "vt_contact"})
+    out["comm3_vt"] = ("multibench", {"method": "comm", "dataset": "vt_contact", "modalities": 3})
+    out["comm3_humor"] = ("multibench", {"method": "comm", "dataset": "humor", "modalities": 3})
+    for dataset in ("trifeature", "mosi"):  # sample-optimisation runs of `launch.search`
+        out[f"tuple_infonce_{dataset}_search"] = (
+            "tuple_search",
+            {"method": "tuple_infonce", "dataset": dataset},
+        )
+    return out
 
 
 CONFIGS: dict[str, tuple[str, dict]] = _entries()  # name -> (family module, its kwargs)
 
 
 def names() -> list[str]:
-  """Registered experiment names, sorted."""
-  return sorted(CONFIGS)
+    """Registered experiment names, sorted."""
+    return sorted(CONFIGS)
 
 
 def _module(family: str):
-  import importlib
+    import importlib
 
-  return importlib.import_module(f"launch.configs.{family}")
+    return importlib.import_module(f"launch.configs.{family}")
 
 
 def method_name(name: str) -> str:
-  """The registry method (`jaxmm.methods.registry`) an experiment trains, without building it."""
-  family, kwargs = _lookup(name)
-  if family == "synthetic":
-    return {"factorcl_ssl": "factorcl", "factorcl_sup": "factorcl", "simclr": "cmc",
-            "crossself": "cross_self", "supcon": "supcon"}[kwargs["method"]]
-  return kwargs["method"]
+    """The registry method (`jaxmm.methods.registry`) an experiment trains, without building it."""
+    family, kwargs = _lookup(name)
+    if family == "synthetic":
+        return {
+            "factorcl_ssl": "factorcl",
+            "factorcl_sup": "factorcl",
+            "simclr": "cmc",
+            "crossself": "cross_self",
+            "supcon": "supcon",
+        }[kwargs["method"]]
+    return kwargs["method"]
 
 
 def variants(name: str) -> tuple[str | None, ...]:
-  """The variants `get_config(name, variant)` accepts."""
-  return _module(_lookup(name)[0]).VARIANTS
+    """The variants `get_config(name, variant)` accepts."""
+    return _module(_lookup(name)[0]).VARIANTS
 
 
 def _lookup(name: str) -> tuple[str, dict]:
-  if name not in CONFIGS:
-    raise ValueError(f"unknown experiment config {name!r}; configs: {names()}")
-  return CONFIGS[name]
+    if name not in CONFIGS:
+        raise ValueError(f"unknown experiment config {name!r}; configs: {names()}")
+    return CONFIGS[name]
 
 
 def getter(name: str) -> Callable[[str | None], ExperimentConfig]:
-  """`get_config(variant=None)` of experiment `name`."""
-  family, kwargs = _lookup(name)
-  return functools.partial(_module(family).get_config, **kwargs)
+    """`get_config(variant=None)` of experiment `name`."""
+    family, kwargs = _lookup(name)
+    return functools.partial(_module(family).get_config, **kwargs)
 
 
 def get_config(name: str, variant: str | None = None) -> ExperimentConfig:
-  """The `ExperimentConfig` of experiment `name` and `variant` (None = the full run)."""
-  return getter(name)(variant)
+    """The `ExperimentConfig` of experiment `name` and `variant` (None = the full run)."""
+    return getter(name)(variant)

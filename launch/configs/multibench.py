@@ -71,133 +71,187 @@ _TEXT_DIM = 300
 
 @dataclasses.dataclass(frozen=True)
 class _Setup:
-  builder_config: str
-  modalities: tuple[ModalityData, ...]
-  labels: tuple[str, ...]
-  model: ModelConfig
-  val_split: str | None
+    builder_config: str
+    modalities: tuple[ModalityData, ...]
+    labels: tuple[str, ...]
+    model: ModelConfig
+    val_split: str | None
 
 
 def _transformer(name: str, d: int, smoke: bool) -> ModalityConfig:
-  width, layers, heads = (8, 1, 2) if smoke else (40, 5, 5)
-  return ModalityConfig(name, "transformer", {"in_features": d, "width": width,
-                                              "num_layers": layers, "num_heads": heads,
-                                              "positional": False})
+    width, layers, heads = (8, 1, 2) if smoke else (40, 5, 5)
+    return ModalityConfig(
+        name,
+        "transformer",
+        {
+            "in_features": d,
+            "width": width,
+            "num_layers": layers,
+            "num_heads": heads,
+            "positional": False,
+        },
+    )
 
 
 def _affect(dataset: str, smoke: bool, *, audio: bool = False, ge0: bool = False) -> _Setup:
-  dv, da = _AFFECT_DIMS[dataset]
-  mods = [_transformer("vision", dv, smoke), _transformer("text", _TEXT_DIM, smoke)]
-  if audio:
-    mods.append(_transformer("audio", da, smoke))
-  width = 8 if smoke else 40
-  model = ModelConfig(tuple(mods), FusionConfig(width=width, num_heads=2 if smoke else 8),
-                      HeadConfig((16,), 8) if smoke else HeadConfig((512, 512), 256))
-  return _Setup(dataset + ("_ge0" if ge0 else ""),
-                tuple(ModalityData(m.name, "time_series") for m in mods),
-                ("label", "label_raw"), model, "validation")
+    dv, da = _AFFECT_DIMS[dataset]
+    mods = [_transformer("vision", dv, smoke), _transformer("text", _TEXT_DIM, smoke)]
+    if audio:
+        mods.append(_transformer("audio", da, smoke))
+    width = 8 if smoke else 40
+    model = ModelConfig(
+        tuple(mods),
+        FusionConfig(width=width, num_heads=2 if smoke else 8),
+        HeadConfig((16,), 8) if smoke else HeadConfig((512, 512), 256),
+    )
+    return _Setup(
+        dataset + ("_ge0" if ge0 else ""),
+        tuple(ModalityData(m.name, "time_series") for m in mods),
+        ("label", "label_raw"),
+        model,
+        "validation",
+    )
 
 
 def _mimic(smoke: bool, factorcl: bool) -> _Setup:
-  width = 8 if smoke else 512
-  static = {"in_features": 5, "hidden_dims": (10,), "out_dim": 10}
-  gru = ({"in_features": 12, "hidden": 8} if smoke else
-         {"in_features": 12, "hidden": 30, "out_dim": 15} if factorcl else
-         {"in_features": 12, "hidden": 512})
-  mods = (ModalityConfig("static", "mlp", static, "feature_tokenizer"),
-          ModalityConfig("timeseries", "gru", gru))
-  model = ModelConfig(mods, FusionConfig(width=width, num_heads=2 if smoke else 8),
-                      HeadConfig((16,), 8) if smoke else HeadConfig((512, 512), 256))
-  data = (ModalityData("static", "tabular"), ModalityData("timeseries", "time_series"))
-  return _Setup("mimic", data, ("icd9_group7", "mortality", "icd9"), model, "validation")
+    width = 8 if smoke else 512
+    static = {"in_features": 5, "hidden_dims": (10,), "out_dim": 10}
+    gru = (
+        {"in_features": 12, "hidden": 8}
+        if smoke
+        else {"in_features": 12, "hidden": 30, "out_dim": 15}
+        if factorcl
+        else {"in_features": 12, "hidden": 512}
+    )
+    mods = (
+        ModalityConfig("static", "mlp", static, "feature_tokenizer"),
+        ModalityConfig("timeseries", "gru", gru),
+    )
+    model = ModelConfig(
+        mods,
+        FusionConfig(width=width, num_heads=2 if smoke else 8),
+        HeadConfig((16,), 8) if smoke else HeadConfig((512, 512), 256),
+    )
+    data = (ModalityData("static", "tabular"), ModalityData("timeseries", "time_series"))
+    return _Setup("mimic", data, ("icd9_group7", "mortality", "icd9"), model, "validation")
 
 
 def _resnet(smoke: bool) -> ModalityConfig:
-  enc = {"width": 4, "groups": 2, "pool": False} if smoke else {"pool": False}
-  return ModalityConfig("image", "resnet18", enc, "patch", {"patch_size": 1})
+    enc = {"width": 4, "groups": 2, "pool": False} if smoke else {"pool": False}
+    return ModalityConfig("image", "resnet18", enc, "patch", {"patch_size": 1})
 
 
 def _force(dim: int, converter: str, smoke: bool) -> ModalityConfig:
-  channels = (4, 4, 4, 4, dim) if smoke else (16, 32, 64, 128, dim)
-  return ModalityConfig("force", "causal_conv", {"in_features": 6, "channels": channels},
-                        converter)
+    channels = (4, 4, 4, 4, dim) if smoke else (16, 32, 64, 128, dim)
+    return ModalityConfig(
+        "force", "causal_conv", {"in_features": 6, "channels": channels}, converter
+    )
 
 
 def _proprio(dim: int, smoke: bool) -> ModalityConfig:
-  hidden = (8,) if smoke else (32, 64, 128, 256)  # 5 linear layers (Lee et al. 2020)
-  return ModalityConfig("proprio", "mlp", {"in_features": 8, "hidden_dims": hidden,
-                                           "out_dim": dim}, "one_token")
+    hidden = (8,) if smoke else (32, 64, 128, 256)  # 5 linear layers (Lee et al. 2020)
+    return ModalityConfig(
+        "proprio", "mlp", {"in_features": 8, "hidden_dims": hidden, "out_dim": dim}, "one_token"
+    )
 
 
 _VT_LABELS = ("contact_next", "ee_yaw_next", "action")
 
 
 def _vt(smoke: bool, kind: str) -> _Setup:
-  """kind: "ee" (image + force), "contact" (image + proprio), "all" (the three)."""
-  width = 8 if smoke else (128 if kind == "ee" else 512)
-  image = ModalityData("image", "image")
-  force = ModalityData("force", "time_series")
-  proprio = ModalityData("proprio", "tabular")
-  if kind == "ee":
-    mods = (_resnet(smoke), _force(width, "feature_tokenizer", smoke))
-    data = (image, force)
-  elif kind == "contact":
-    mods, data = (_resnet(smoke), _proprio(width, smoke)), (image, proprio)
-  else:
-    mods = (_resnet(smoke), _force(width, "one_token", smoke), _proprio(width, smoke))
-    data = (image, force, proprio)
-  model = ModelConfig(mods, FusionConfig(width=width, num_heads=2 if smoke else 8),
-                      HeadConfig((16,), 8) if smoke else HeadConfig((512, 512), 256))
-  return _Setup("vision_touch", data, _VT_LABELS, model, None)
+    """kind: "ee" (image + force), "contact" (image + proprio), "all" (the three)."""
+    width = 8 if smoke else (128 if kind == "ee" else 512)
+    image = ModalityData("image", "image")
+    force = ModalityData("force", "time_series")
+    proprio = ModalityData("proprio", "tabular")
+    if kind == "ee":
+        mods = (_resnet(smoke), _force(width, "feature_tokenizer", smoke))
+        data = (image, force)
+    elif kind == "contact":
+        mods, data = (_resnet(smoke), _proprio(width, smoke)), (image, proprio)
+    else:
+        mods = (_resnet(smoke), _force(width, "one_token", smoke), _proprio(width, smoke))
+        data = (image, force, proprio)
+    model = ModelConfig(
+        mods,
+        FusionConfig(width=width, num_heads=2 if smoke else 8),
+        HeadConfig((16,), 8) if smoke else HeadConfig((512, 512), 256),
+    )
+    return _Setup("vision_touch", data, _VT_LABELS, model, None)
 
 
 def _setup(dataset: str, method: str, smoke: bool, modalities: int) -> _Setup:
-  if dataset in _AFFECT_DIMS:
-    return _affect(dataset, smoke, audio=modalities == 3,
-                   ge0=method == "factorcl" and dataset in ("mosi", "mosei"))
-  if dataset == "mimic":
-    return _mimic(smoke, method == "factorcl")
-  if dataset in ("vt", "vt_contact"):
-    return _vt(smoke, "all" if modalities == 3 else "ee" if dataset == "vt" else "contact")
-  raise ValueError(f"multibench: unknown dataset {dataset!r}; datasets: {list(DATASETS)}")
+    if dataset in _AFFECT_DIMS:
+        return _affect(
+            dataset,
+            smoke,
+            audio=modalities == 3,
+            ge0=method == "factorcl" and dataset in ("mosi", "mosei"),
+        )
+    if dataset == "mimic":
+        return _mimic(smoke, method == "factorcl")
+    if dataset in ("vt", "vt_contact"):
+        return _vt(smoke, "all" if modalities == 3 else "ee" if dataset == "vt" else "contact")
+    raise ValueError(f"multibench: unknown dataset {dataset!r}; datasets: {list(DATASETS)}")
 
 
 def _method(method: str, smoke: bool) -> MethodConfig:
-  if method == "comm":
-    return MethodConfig("comm", CoMMConfig(temperature=0.1))
-  if method == "factorcl":
-    return MethodConfig("factorcl", FactorCLConfig(mode="ssl", critic_hidden=16 if smoke else 512))
-  if method == "tuple_infonce":
-    return MethodConfig("tuple_infonce", TupleInfoNCEConfig(beta=0.1))
-  raise ValueError(f"multibench: unknown method {method!r}; methods: {list(METHODS)}")
+    if method == "comm":
+        return MethodConfig("comm", CoMMConfig(temperature=0.1))
+    if method == "factorcl":
+        return MethodConfig(
+            "factorcl", FactorCLConfig(mode="ssl", critic_hidden=16 if smoke else 512)
+        )
+    if method == "tuple_infonce":
+        return MethodConfig("tuple_infonce", TupleInfoNCEConfig(beta=0.1))
+    raise ValueError(f"multibench: unknown method {method!r}; methods: {list(METHODS)}")
 
 
-def get_config(variant: str | None = None, *, method: str = "comm", dataset: str = "mosi",
-               modalities: int = 2) -> ExperimentConfig:
-  """`method` on MultiBench `dataset` (see the module docstring); `modalities=3`: CoMM only."""
-  common.check_variant("multibench", variant, VARIANTS)
-  if modalities not in (2, 3) or (modalities == 3 and (method, dataset) not in
-                                  (("comm", "vt_contact"), ("comm", "humor"))):
-    raise ValueError(f"multibench: {modalities} modalities are configured for CoMM on "
-                     f"vt_contact / humor only, got {method} on {dataset}")
-  smoke = variant == common.SMOKE
-  setup = _setup(dataset, method, smoke, modalities)
-  prefix = "comm3" if modalities == 3 else method
-  name = f"{prefix}_{'vt' if modalities == 3 and dataset == 'vt_contact' else dataset}"
-  # TupleInfoNCE's anchor and (noised) positive both come from view1: no second view needed.
-  data = DataConfig(
-      builder="multibench", builder_config=setup.builder_config, modalities=setup.modalities,
-      labels=setup.labels, val_split=setup.val_split,
-      num_views=1 if method == "tuple_infonce" else 2, eval_batch_size=64 if smoke else 256,
-  )
-  if method == "comm":
-    optimizer = common.adamw(1e-4 if modalities == 3 else 1e-3, 1e-2)
-  else:
-    optimizer = common.adamw(1e-4, 0.0)  # FactorCL App. D.2: Adam, lr 1e-4
-  if smoke:
-    return ExperimentConfig(name=f"{name}_smoke", data=data, model=setup.model,
-                            method=_method(method, True), optimizer=optimizer,
-                            train=common.smoke_train(name))
-  return ExperimentConfig(name=name, data=data, model=setup.model,
-                          method=_method(method, False), optimizer=optimizer,
-                          train=common.train(name, batch_size=64), epochs=100)
+def get_config(
+    variant: str | None = None, *, method: str = "comm", dataset: str = "mosi", modalities: int = 2
+) -> ExperimentConfig:
+    """`method` on MultiBench `dataset` (see the module docstring); `modalities=3`: CoMM only."""
+    common.check_variant("multibench", variant, VARIANTS)
+    if modalities not in (2, 3) or (
+        modalities == 3 and (method, dataset) not in (("comm", "vt_contact"), ("comm", "humor"))
+    ):
+        raise ValueError(
+            f"multibench: {modalities} modalities are configured for CoMM on "
+            f"vt_contact / humor only, got {method} on {dataset}"
+        )
+    smoke = variant == common.SMOKE
+    setup = _setup(dataset, method, smoke, modalities)
+    prefix = "comm3" if modalities == 3 else method
+    name = f"{prefix}_{'vt' if modalities == 3 and dataset == 'vt_contact' else dataset}"
+    # TupleInfoNCE's anchor and (noised) positive both come from view1: no second view needed.
+    data = DataConfig(
+        builder="multibench",
+        builder_config=setup.builder_config,
+        modalities=setup.modalities,
+        labels=setup.labels,
+        val_split=setup.val_split,
+        num_views=1 if method == "tuple_infonce" else 2,
+        eval_batch_size=64 if smoke else 256,
+    )
+    if method == "comm":
+        optimizer = common.adamw(1e-4 if modalities == 3 else 1e-3, 1e-2)
+    else:
+        optimizer = common.adamw(1e-4, 0.0)  # FactorCL App. D.2: Adam, lr 1e-4
+    if smoke:
+        return ExperimentConfig(
+            name=f"{name}_smoke",
+            data=data,
+            model=setup.model,
+            method=_method(method, True),
+            optimizer=optimizer,
+            train=common.smoke_train(name),
+        )
+    return ExperimentConfig(
+        name=name,
+        data=data,
+        model=setup.model,
+        method=_method(method, False),
+        optimizer=optimizer,
+        train=common.train(name, batch_size=64),
+        epochs=100,
+    )

@@ -41,52 +41,73 @@ LABELS = ("label", "ws", "w1", "w2")
 
 
 def _methods(smoke: bool) -> dict[str, MethodConfig]:
-  hidden = 16 if smoke else 512
-  return {
-      "factorcl_ssl": MethodConfig("factorcl", FactorCLConfig(mode="ssl", critic_hidden=hidden)),
-      "factorcl_sup": MethodConfig("factorcl", FactorCLConfig(
-          mode="sup", label_key="label", num_classes=2, critic_hidden=hidden)),
-      "simclr": MethodConfig("cmc", CMCConfig(proj_dim=8 if smoke else 128,
-                                              head_hidden_dims=(hidden,))),
-      "crossself": MethodConfig("cross_self", CrossSelfConfig(
-          proj_dim=8 if smoke else 128, head_hidden_dims=(hidden,))),
-      "supcon": MethodConfig("supcon", SupConConfig(label_key="label")),
-  }
+    hidden = 16 if smoke else 512
+    return {
+        "factorcl_ssl": MethodConfig("factorcl", FactorCLConfig(mode="ssl", critic_hidden=hidden)),
+        "factorcl_sup": MethodConfig(
+            "factorcl",
+            FactorCLConfig(mode="sup", label_key="label", num_classes=2, critic_hidden=hidden),
+        ),
+        "simclr": MethodConfig(
+            "cmc", CMCConfig(proj_dim=8 if smoke else 128, head_hidden_dims=(hidden,))
+        ),
+        "crossself": MethodConfig(
+            "cross_self", CrossSelfConfig(proj_dim=8 if smoke else 128, head_hidden_dims=(hidden,))
+        ),
+        "supcon": MethodConfig("supcon", SupConConfig(label_key="label")),
+    }
 
 
 METHODS = tuple(_methods(True))
 
 
 def _model(smoke: bool) -> ModelConfig:
-  hidden, dim = (16, 8) if smoke else (512, 128)
-  enc = {"in_features": 100, "hidden_dims": (hidden,), "out_dim": dim}
-  # The fused path (one token per modality) is only used by SupCon; FactorCL, CMC and
-  # Cross+Self read the unimodal embeddings.
-  mods = tuple(ModalityConfig(name, "mlp", enc, "one_token") for name in ("x1", "x2"))
-  return ModelConfig(modalities=mods, fusion=FusionConfig(width=dim, num_heads=2 if smoke else 8),
-                     head=HeadConfig((dim,), dim))
+    hidden, dim = (16, 8) if smoke else (512, 128)
+    enc = {"in_features": 100, "hidden_dims": (hidden,), "out_dim": dim}
+    # The fused path (one token per modality) is only used by SupCon; FactorCL, CMC and
+    # Cross+Self read the unimodal embeddings.
+    mods = tuple(ModalityConfig(name, "mlp", enc, "one_token") for name in ("x1", "x2"))
+    return ModelConfig(
+        modalities=mods,
+        fusion=FusionConfig(width=dim, num_heads=2 if smoke else 8),
+        head=HeadConfig((dim,), dim),
+    )
 
 
 def get_config(variant: str | None = None, *, method: str = "factorcl_ssl") -> ExperimentConfig:
-  """The synthetic experiment of `method` (factorcl_ssl | factorcl_sup | simclr | crossself |
-  supcon)."""
-  common.check_variant("synthetic", variant, VARIANTS)
-  smoke = variant == common.SMOKE
-  methods = _methods(smoke)
-  if method not in methods:
-    raise ValueError(f"synthetic: unknown method {method!r}; methods: {sorted(methods)}")
-  name = f"{method}_synthetic"
-  data = DataConfig(
-      builder="factorcl_synthetic", builder_config="official",
-      builder_overrides=dict(_SMOKE_DATA) if smoke else {},
-      modalities=(ModalityData("x1", "tabular"), ModalityData("x2", "tabular")),
-      labels=LABELS, num_views=2, eval_batch_size=64 if smoke else 1024,
-  )
-  optimizer = common.adamw(1e-4, 0.0)
-  if smoke:
-    return ExperimentConfig(name=f"{name}_smoke", data=data, model=_model(True),
-                            method=methods[method], optimizer=optimizer,
-                            train=common.smoke_train(name))
-  return ExperimentConfig(name=name, data=data, model=_model(False), method=methods[method],
-                          optimizer=optimizer, train=common.train(name, batch_size=256),
-                          epochs=100)
+    """The synthetic experiment of `method` (factorcl_ssl | factorcl_sup | simclr | crossself |
+    supcon)."""
+    common.check_variant("synthetic", variant, VARIANTS)
+    smoke = variant == common.SMOKE
+    methods = _methods(smoke)
+    if method not in methods:
+        raise ValueError(f"synthetic: unknown method {method!r}; methods: {sorted(methods)}")
+    name = f"{method}_synthetic"
+    data = DataConfig(
+        builder="factorcl_synthetic",
+        builder_config="official",
+        builder_overrides=dict(_SMOKE_DATA) if smoke else {},
+        modalities=(ModalityData("x1", "tabular"), ModalityData("x2", "tabular")),
+        labels=LABELS,
+        num_views=2,
+        eval_batch_size=64 if smoke else 1024,
+    )
+    optimizer = common.adamw(1e-4, 0.0)
+    if smoke:
+        return ExperimentConfig(
+            name=f"{name}_smoke",
+            data=data,
+            model=_model(True),
+            method=methods[method],
+            optimizer=optimizer,
+            train=common.smoke_train(name),
+        )
+    return ExperimentConfig(
+        name=name,
+        data=data,
+        model=_model(False),
+        method=methods[method],
+        optimizer=optimizer,
+        train=common.train(name, batch_size=256),
+        epochs=100,
+    )

@@ -48,58 +48,78 @@ _SMOKE_DATA = {"num_train_pairs": 64, "max_test_pairs": 64, "num_per_combination
 
 
 def _model(size: int, smoke: bool) -> ModelConfig:
-  if smoke:
-    enc = {"channels": (4, 8, 8, 8, 8), "variant": "small", "pool": False, "out_dim": 16}
-    fusion, head = FusionConfig(width=16, num_heads=2), HeadConfig((16,), 8)
-  else:
-    # 512-d embedding (App. B.1); the feature map keeps AlexNet's 256 channels and the patch
-    # embedding maps them to the 512-d fusion tokens.
-    enc = {"variant": "imagenet" if size >= 128 else "small", "pool": False, "out_dim": 512}
-    fusion, head = FusionConfig(width=512, num_layers=1, num_heads=8), HeadConfig((512, 512), 256)
-  mods = tuple(ModalityConfig(name, "alexnet", enc, "patch", {"patch_size": 1})
-               for name in ("image1", "image2"))
-  return ModelConfig(modalities=mods, fusion=fusion, head=head)
+    if smoke:
+        enc = {"channels": (4, 8, 8, 8, 8), "variant": "small", "pool": False, "out_dim": 16}
+        fusion, head = FusionConfig(width=16, num_heads=2), HeadConfig((16,), 8)
+    else:
+        # 512-d embedding (App. B.1); the feature map keeps AlexNet's 256 channels and the patch
+        # embedding maps them to the 512-d fusion tokens.
+        enc = {"variant": "imagenet" if size >= 128 else "small", "pool": False, "out_dim": 512}
+        fusion, head = (
+            FusionConfig(width=512, num_layers=1, num_heads=8),
+            HeadConfig((512, 512), 256),
+        )
+    mods = tuple(
+        ModalityConfig(name, "alexnet", enc, "patch", {"patch_size": 1})
+        for name in ("image1", "image2")
+    )
+    return ModelConfig(modalities=mods, fusion=fusion, head=head)
 
 
 def _method(method: str, smoke: bool) -> MethodConfig:
-  if method == "comm":
-    return MethodConfig("comm", CoMMConfig(temperature=0.1))
-  if method == "cross":
-    return MethodConfig("cross", CrossConfig(proj_dim=8 if smoke else 128))
-  if method == "cross_self":
-    cfg = (CrossSelfConfig(proj_dim=8, head_hidden_dims=(16,)) if smoke
-           else CrossSelfConfig(proj_dim=256, head_hidden_dims=(1024, 1024)))
-    return MethodConfig("cross_self", cfg)
-  if method == "factorcl":
-    return MethodConfig("factorcl", FactorCLConfig(mode="ssl",
-                                                   critic_hidden=16 if smoke else 512))
-  raise ValueError(f"trifeature: unknown method {method!r}; methods: {list(METHODS)}")
+    if method == "comm":
+        return MethodConfig("comm", CoMMConfig(temperature=0.1))
+    if method == "cross":
+        return MethodConfig("cross", CrossConfig(proj_dim=8 if smoke else 128))
+    if method == "cross_self":
+        cfg = (
+            CrossSelfConfig(proj_dim=8, head_hidden_dims=(16,))
+            if smoke
+            else CrossSelfConfig(proj_dim=256, head_hidden_dims=(1024, 1024))
+        )
+        return MethodConfig("cross_self", cfg)
+    if method == "factorcl":
+        return MethodConfig(
+            "factorcl", FactorCLConfig(mode="ssl", critic_hidden=16 if smoke else 512)
+        )
+    raise ValueError(f"trifeature: unknown method {method!r}; methods: {list(METHODS)}")
 
 
 def get_config(variant: str | None = None, *, method: str = "comm") -> ExperimentConfig:
-  """The Trifeature experiment of `method` ("comm", "cross", "cross_self" or "factorcl")."""
-  common.check_variant("trifeature", variant, VARIANTS)
-  smoke = variant == common.SMOKE
-  size = 224 if variant in ("paper", "paper_biased") else 32
-  biased = variant in ("biased", "paper_biased")
-  name = f"{'crossself' if method == 'cross_self' else method}_trifeature"
-  # Cross contrasts the two images as they are (CLIP, one unaugmented view); FactorCL's second
-  # modality gets its "unique" augmentation (no crop, FactorCL App. C); the others SimCLR's set.
-  aug1 = "none" if method == "cross" else "simclr"
-  aug2 = {"cross": "none", "factorcl": "unique"}.get(method, "simclr")
-  data = DataConfig(
-      builder="trifeature", builder_config=f"px{size}" + ("_biased" if biased else ""),
-      builder_overrides=dict(_SMOKE_DATA) if smoke else {},
-      modalities=(ModalityData("image1", "image", aug1), ModalityData("image2", "image", aug2)),
-      labels=LABELS, num_views=1 if method == "cross" else 2, eval_batch_size=64 if smoke else 256,
-  )
-  if smoke:
-    return ExperimentConfig(
-        name=f"{name}_smoke", data=data, model=_model(size, True), method=_method(method, True),
-        optimizer=common.adamw(3e-4, 1e-4), train=common.smoke_train(name),
+    """The Trifeature experiment of `method` ("comm", "cross", "cross_self" or "factorcl")."""
+    common.check_variant("trifeature", variant, VARIANTS)
+    smoke = variant == common.SMOKE
+    size = 224 if variant in ("paper", "paper_biased") else 32
+    biased = variant in ("biased", "paper_biased")
+    name = f"{'crossself' if method == 'cross_self' else method}_trifeature"
+    # Cross contrasts the two images as they are (CLIP, one unaugmented view); FactorCL's second
+    # modality gets its "unique" augmentation (no crop, FactorCL App. C); the others SimCLR's set.
+    aug1 = "none" if method == "cross" else "simclr"
+    aug2 = {"cross": "none", "factorcl": "unique"}.get(method, "simclr")
+    data = DataConfig(
+        builder="trifeature",
+        builder_config=f"px{size}" + ("_biased" if biased else ""),
+        builder_overrides=dict(_SMOKE_DATA) if smoke else {},
+        modalities=(ModalityData("image1", "image", aug1), ModalityData("image2", "image", aug2)),
+        labels=LABELS,
+        num_views=1 if method == "cross" else 2,
+        eval_batch_size=64 if smoke else 256,
     )
-  return ExperimentConfig(
-      name=name if variant is None else f"{name}_{variant}", data=data,
-      model=_model(size, False), method=_method(method, False),
-      optimizer=common.adamw(3e-4, 1e-4), train=common.train(name, batch_size=64), epochs=100,
-  )
+    if smoke:
+        return ExperimentConfig(
+            name=f"{name}_smoke",
+            data=data,
+            model=_model(size, True),
+            method=_method(method, True),
+            optimizer=common.adamw(3e-4, 1e-4),
+            train=common.smoke_train(name),
+        )
+    return ExperimentConfig(
+        name=name if variant is None else f"{name}_{variant}",
+        data=data,
+        model=_model(size, False),
+        method=_method(method, False),
+        optimizer=common.adamw(3e-4, 1e-4),
+        train=common.train(name, batch_size=64),
+        epochs=100,
+    )

@@ -50,74 +50,94 @@ _BATCH = 64
 
 @dataclasses.dataclass(frozen=True)
 class TupleSearchConfig(SearchConfig):
-  """`SearchConfig` (candidates, stds, lrs, schedule) plus the search loop's own settings."""
+    """`SearchConfig` (candidates, stds, lrs, schedule) plus the search loop's own settings."""
 
-  rounds: int = 100  # sample-optimisation rounds (one checkpoint each)
-  steps_per_candidate: int = 100  # encoder steps each candidate trains per round (S)
-  reward_batch_size: int = 256  # scenes in the fixed reward batch (chance level 1 / N)
-  reward_split: str | None = None  # None: data.val_split if set, else data.eval_split
-  reward_seed: int = 0  # which examples of the reward split form the reward batch
+    rounds: int = 100  # sample-optimisation rounds (one checkpoint each)
+    steps_per_candidate: int = 100  # encoder steps each candidate trains per round (S)
+    reward_batch_size: int = 256  # scenes in the fixed reward batch (chance level 1 / N)
+    reward_split: str | None = None  # None: data.val_split if set, else data.eval_split
+    reward_seed: int = 0  # which examples of the reward split form the reward batch
 
-  def __post_init__(self):
-    super().__post_init__()
-    for name in ("rounds", "steps_per_candidate"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"TupleSearchConfig.{name} must be >= 1, got {getattr(self, name)}")
-    if self.reward_batch_size < 2:
-      raise ValueError(f"TupleSearchConfig.reward_batch_size must be >= 2 (retrieval among "
-                       f"scenes), got {self.reward_batch_size}")
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("rounds", "steps_per_candidate"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"TupleSearchConfig.{name} must be >= 1, got {getattr(self, name)}"
+                )
+        if self.reward_batch_size < 2:
+            raise ValueError(
+                f"TupleSearchConfig.reward_batch_size must be >= 2 (retrieval among "
+                f"scenes), got {self.reward_batch_size}"
+            )
 
 
 def _name(dataset: str) -> str:
-  return f"tuple_infonce_{dataset}_search"
+    return f"tuple_infonce_{dataset}_search"
 
 
 def _check(variant: str | None, method: str, dataset: str) -> None:
-  common.check_variant("tuple_search", variant, VARIANTS)
-  if method != "tuple_infonce":
-    raise ValueError(f"tuple_search: the search is TupleInfoNCE's, got method {method!r}")
-  if dataset not in DATASETS:
-    raise ValueError(f"tuple_search: unknown dataset {dataset!r}; datasets: {list(DATASETS)}")
+    common.check_variant("tuple_search", variant, VARIANTS)
+    if method != "tuple_infonce":
+        raise ValueError(f"tuple_search: the search is TupleInfoNCE's, got method {method!r}")
+    if dataset not in DATASETS:
+        raise ValueError(f"tuple_search: unknown dataset {dataset!r}; datasets: {list(DATASETS)}")
 
 
-def get_search_config(variant: str | None = None, *, method: str = "tuple_infonce",
-                      dataset: str = "trifeature") -> TupleSearchConfig:
-  """The search settings of `dataset` ("trifeature" or "mosi"); see the module docstring."""
-  _check(variant, method, dataset)
-  if dataset == "mosi":
-    beta = multibench.get_config(variant, method="tuple_infonce", dataset="mosi").method.config.beta
-    # The code's std / lr relative to its initial sigma (10 / 120, 3 / 120), at our initial beta.
-    noise = {"beta_std": beta * 10.0 / 120.0, "beta_lr": beta * 3.0 / 120.0}
-    steps = math.ceil(_MOSI_TRAIN / _BATCH)
-  else:
-    noise = {}  # SearchConfig's defaults are the code's pixel values in normalised units
-    steps = math.ceil(trifeature.NUM_TRAIN_PAIRS / _BATCH)
-  if variant == common.SMOKE:
-    return TupleSearchConfig(num_candidates=2, rounds=2, steps_per_candidate=2,
-                             reward_batch_size=32, **noise)
-  return TupleSearchConfig(rounds=100, steps_per_candidate=steps, **noise)
+def get_search_config(
+    variant: str | None = None, *, method: str = "tuple_infonce", dataset: str = "trifeature"
+) -> TupleSearchConfig:
+    """The search settings of `dataset` ("trifeature" or "mosi"); see the module docstring."""
+    _check(variant, method, dataset)
+    if dataset == "mosi":
+        beta = multibench.get_config(
+            variant, method="tuple_infonce", dataset="mosi"
+        ).method.config.beta
+        # The code's std / lr relative to its initial sigma (10/120, 3/120), at our initial beta.
+        noise = {"beta_std": beta * 10.0 / 120.0, "beta_lr": beta * 3.0 / 120.0}
+        steps = math.ceil(_MOSI_TRAIN / _BATCH)
+    else:
+        noise = {}  # SearchConfig's defaults are the code's pixel values in normalised units
+        steps = math.ceil(trifeature.NUM_TRAIN_PAIRS / _BATCH)
+    if variant == common.SMOKE:
+        return TupleSearchConfig(
+            num_candidates=2, rounds=2, steps_per_candidate=2, reward_batch_size=32, **noise
+        )
+    return TupleSearchConfig(rounds=100, steps_per_candidate=steps, **noise)
 
 
-def get_config(variant: str | None = None, *, method: str = "tuple_infonce",
-               dataset: str = "trifeature") -> ExperimentConfig:
-  """The experiment of the search on `dataset`; `train.steps` = rounds x steps_per_candidate."""
-  _check(variant, method, dataset)
-  smoke = variant == common.SMOKE
-  search = get_search_config(variant, method=method, dataset=dataset)
-  name = _name(dataset) + ("_smoke" if smoke else "")
-  if dataset == "trifeature":
-    base = trifeature.get_config(variant, method="comm")
-    # Unaugmented images: the noise of std beta is the positive's only augmentation (code).
-    data = dataclasses.replace(
-        base.data, num_views=1,
-        modalities=tuple(ModalityData(m.name, m.kind, "none") for m in base.data.modalities))
-    method_cfg = MethodConfig("tuple_infonce", TupleInfoNCEConfig())
-  else:
-    base = multibench.get_config(variant, method="tuple_infonce", dataset="mosi")
-    data, method_cfg = base.data, base.method
-  train = dataclasses.replace(
-      base.train, steps=search.rounds * search.steps_per_candidate, workdir=f"workdirs/{name}",
-      ckpt_every=search.steps_per_candidate,
-      log_every=search.steps_per_candidate)
-  return ExperimentConfig(name=name, data=data, model=base.model, method=method_cfg,
-                          optimizer=base.optimizer, train=train)
+def get_config(
+    variant: str | None = None, *, method: str = "tuple_infonce", dataset: str = "trifeature"
+) -> ExperimentConfig:
+    """The experiment of the search on `dataset`; `train.steps` = rounds x steps_per_candidate."""
+    _check(variant, method, dataset)
+    smoke = variant == common.SMOKE
+    search = get_search_config(variant, method=method, dataset=dataset)
+    name = _name(dataset) + ("_smoke" if smoke else "")
+    if dataset == "trifeature":
+        base = trifeature.get_config(variant, method="comm")
+        # Unaugmented images: the noise of std beta is the positive's only augmentation (code).
+        data = dataclasses.replace(
+            base.data,
+            num_views=1,
+            modalities=tuple(ModalityData(m.name, m.kind, "none") for m in base.data.modalities),
+        )
+        method_cfg = MethodConfig("tuple_infonce", TupleInfoNCEConfig())
+    else:
+        base = multibench.get_config(variant, method="tuple_infonce", dataset="mosi")
+        data, method_cfg = base.data, base.method
+    train = dataclasses.replace(
+        base.train,
+        steps=search.rounds * search.steps_per_candidate,
+        workdir=f"workdirs/{name}",
+        ckpt_every=search.steps_per_candidate,
+        log_every=search.steps_per_candidate,
+    )
+    return ExperimentConfig(
+        name=name,
+        data=data,
+        model=base.model,
+        method=method_cfg,
+        optimizer=base.optimizer,
+        train=train,
+    )
