@@ -11,16 +11,28 @@ Restoring always goes into an ABSTRACT target (`jax.eval_shape` of the initialis
 shardings): nothing is initialised just to be overwritten, and optax states come back as their
 own NamedTuple types. Typed PRNG keys are stored as their raw key data and re-wrapped on restore.
 
+Faults. orbax writes each step into `<step>.orbax-checkpoint-tmp*` and renames it when complete,
+so a process killed mid-write leaves only such a temporary directory (never a half-written step);
+`remove_stale_tmp_dirs` deletes them when a run starts. A finalised step can still be damaged
+afterwards (disk, copy, hand edits): `Checkpointer.restore_newest_intact` tries the steps newest
+first, warns in one line (step and cause) for each unreadable one and restores the newest intact
+step; `quarantine` moves a damaged step aside to `<directory>.corrupt/` (kept for inspection, out
+of orbax's step listing so that later saves of the same step number succeed). Every error is a
+`CheckpointError` whose message is one line naming the path and the cause.
+
 Example:
   >>> ckpt = Checkpointer("/tmp/run/checkpoints", max_to_keep=3)
   >>> ckpt.save(100, state, data_iter=it, config=cfg)
   >>> state = ckpt.restore(abstract_state, data_iter=it)   # latest step
+  >>> step, state, failed = ckpt.restore_newest_intact(abstract_state, data_iter=it)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import shutil
 from typing import Any
 
 import grain
@@ -29,12 +41,52 @@ import orbax.checkpoint as ocp
 
 from jaxmm import config as config_lib
 
+log = logging.getLogger(__name__)
+
 STATE, DATA, CONFIG = "state", "data", "config"
+TMP_MARKER = ".orbax-checkpoint-tmp"  # orbax's suffix of a step directory still being written
+_CAUSE_CHARS = 240
 _GRAIN_ITERATORS = (grain.DatasetIterator, grain.DataLoaderIterator)
 
 
 class CheckpointError(ValueError):
     """A checkpoint directory is missing, empty or unreadable (the message names the path)."""
+
+
+def one_line(e: BaseException, limit: int = _CAUSE_CHARS) -> str:
+    """`Type: first line of the message`, cut to `limit` characters.
+
+    orbax and TensorStore errors carry a JSON spec or a whole tree diff after the first line; the
+    first line alone names the cause.
+    """
+    text = str(e).strip().splitlines()
+    first = text[0].strip() if text else ""
+    out = f"{type(e).__name__}: {first}" if first else type(e).__name__
+    return out if len(out) <= limit else out[: limit - 3] + "..."
+
+
+def remove_stale_tmp_dirs(directory: str | os.PathLike) -> list[str]:
+    """Deletes `*.orbax-checkpoint-tmp*` entries of `directory` (left by a killed write).
+
+    Only call this when no save into `directory` is in flight (at the start of a run).
+
+    Returns:
+      The removed paths.
+    """
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        return []
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        if TMP_MARKER not in name:
+            continue
+        path = os.path.join(directory, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+        removed.append(path)
+    return removed
 
 
 def _is_key(x: Any) -> bool:
@@ -174,15 +226,65 @@ class Checkpointer:
             if not supports_data_state(data_iter):
                 raise ValueError(f"data_iter of type {type(data_iter).__name__} cannot be restored")
             items[DATA] = grain.checkpoint.CheckpointRestore(data_iter)
+        if not os.path.isdir(os.path.join(path, STATE)):
+            raise CheckpointError(f"Could not restore checkpoint {path}: no {STATE}/ directory")
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-        except (
-            Exception
-        ) as e:  # orbax raises many types (IO, tensorstore, tree mismatch): unify them
-            raise CheckpointError(
-                f"Could not restore checkpoint {path}: {type(e).__name__}: {e}"
-            ) from e
+        except Exception as e:  # orbax raises many types (IO, tensorstore, tree mismatch)
+            raise CheckpointError(f"Could not restore checkpoint {path}: {one_line(e)}") from e
         return _decode_keys(restored[STATE], abstract_state)
+
+    def restore_newest_intact(
+        self, abstract_state: Any, *, data_iter: Any = None
+    ) -> tuple[int, Any, list[tuple[int, str]]]:
+        """Restores the newest step that reads back, trying older ones on failure.
+
+        Each unreadable step is logged as one warning line (step and cause). A step is intact
+        when its state (and, with `data_iter`, the iterator position) restores into
+        `abstract_state`; values are not otherwise checked.
+
+        Returns:
+          (restored step, state, [(failed step, cause), ...] newest first).
+
+        Raises:
+          CheckpointError: no step at all, or none restores (the message lists each step's cause;
+            a target of another experiment fails this way, without anything being moved).
+        """
+        self.wait_until_finished()
+        steps = sorted(self.all_steps(), reverse=True)
+        if not steps:
+            raise CheckpointError(f"No checkpoint found in {self.directory}")
+        failed = []
+        for step in steps:
+            try:
+                state = self.restore(abstract_state, step=step, data_iter=data_iter)
+            except CheckpointError as e:
+                cause = one_line(e.__cause__) if e.__cause__ is not None else str(e)
+                failed.append((step, cause))
+                log.warning(
+                    "Checkpoint step %d in %s is unreadable: %s", step, self.directory, cause
+                )
+                continue
+            return step, state, failed
+        causes = "; ".join(f"step {s}: {c}" for s, c in failed)
+        raise CheckpointError(f"No checkpoint in {self.directory} could be restored ({causes})")
+
+    def quarantine(self, step: int) -> str:
+        """Moves step directory `step` to `<directory>.corrupt/<step>[.N]`; returns the new path.
+
+        Outside `directory`, orbax no longer lists it, and a new save at that step number works.
+        """
+        self.wait_until_finished()
+        src = os.path.join(self.directory, str(step))
+        dest_dir = self.directory + ".corrupt"
+        os.makedirs(dest_dir, exist_ok=True)
+        dest, n = os.path.join(dest_dir, str(step)), 0
+        while os.path.exists(dest):
+            n += 1
+            dest = os.path.join(dest_dir, f"{step}.{n}")
+        os.rename(src, dest)
+        self._manager.reload()
+        return dest
 
     def restore_config(self, step: int | None = None) -> dict[str, Any]:
         """The experiment config saved with checkpoint `step` (default: latest), as a dict."""
@@ -196,7 +298,7 @@ class Checkpointer:
                 step, args=ocp.args.Composite(**{CONFIG: ocp.args.JsonRestore()})
             )
         except Exception as e:  # see restore()
-            raise CheckpointError(f"Could not read config {path}: {type(e).__name__}: {e}") from e
+            raise CheckpointError(f"Could not read config {path}: {one_line(e)}") from e
         return restored[CONFIG]
 
     def _resolve_step(self, step: int | None) -> int:
@@ -213,6 +315,10 @@ class Checkpointer:
     def wait_until_finished(self) -> None:
         """Blocks until pending async saves are on disk (call before reading or exiting)."""
         self._manager.wait_until_finished()
+
+    def reload(self) -> None:
+        """Re-reads the step listing from disk (after another process changed it)."""
+        self._manager.reload()
 
     def close(self) -> None:
         self._manager.wait_until_finished()

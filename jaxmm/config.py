@@ -73,11 +73,13 @@ class TrainConfig:
         1  # inner (critic) optimizer steps before each main step, for methods with one
     )
     progress: bool = True  # tqdm progress bar on process 0
+    max_consecutive_skips: int = 5  # stop after this many updates in a row skipped for a
+    #                                  non-finite loss or gradients (each skip keeps the state)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "log_every", "keep"):
+        for name in ("steps", "batch_size", "log_every", "keep", "max_consecutive_skips"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("ckpt_every", "inner_steps"):

@@ -19,6 +19,22 @@ The pieces, big_vision style:
 * `train(...)`: the loop — progress bar, JSON-lines metrics from process 0, periodic async
   checkpoints, resume from the work dir, a checkpoint on Ctrl-C.
 
+Faults (see also `jaxmm.checkpoint`):
+
+* Non-finite loss, gradients or updated parameters: the step keeps the previous parameters and
+  optimizer states (a `jnp.where` select inside the compiled step, so nothing is recompiled and
+  no host sync is needed), counts the skip in `TrainState.skipped` and reports `nonfinite` = 1 in
+  its metrics. The loop reads that flag one step late (so it never waits for the device) and
+  stops with `NonFiniteError` after `TrainConfig.max_consecutive_skips` skips in a row, after
+  checkpointing the (finite) state. A checkpoint therefore never holds non-finite parameters
+  unless the initial ones were.
+* Resume: nothing in the work dir is written before the resume decision (`resume=False` on a
+  run with checkpoints refuses without touching it). Stale `*.orbax-checkpoint-tmp*` directories
+  (a write killed mid-way) are removed; the newest intact checkpoint is restored, each unreadable
+  newer one is reported in one warning line and moved to `checkpoints.corrupt/`. `metrics.jsonl`
+  keeps exactly one row per logged step: rows after the restored step (replayed by the resumed
+  run) and a torn last line are dropped.
+
 Multi-host: call `maybe_initialize_distributed` first; each process then feeds its own slice of
 the global batch (`Trainer.shard` wraps `jax.make_array_from_process_local_data`).
 """
@@ -64,6 +80,11 @@ class TrainState:
     opt_state: Any  # main optimizer state
     inner_opt_state: Any  # inner (critic) optimizer state; None for methods without one
     rng: jax.Array  # base key; step `s` uses fold_in(rng, s)
+    skipped: jax.Array  # int32 scalar: steps whose update was skipped (non-finite loss/gradients)
+
+
+class NonFiniteError(FloatingPointError):
+    """Too many consecutive steps had a non-finite loss or gradients (the message says which)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -280,6 +301,7 @@ class Trainer:
             opt_state=self.tx.init(params),
             inner_opt_state=self.inner_tx.init(params) if self.has_inner else None,
             rng=rng_state,
+            skipped=jnp.zeros((), jnp.int32),
         )
 
     def init_state(self) -> TrainState:
@@ -348,6 +370,16 @@ class Trainer:
             grads = jax.tree.map(
                 lambda g, lab: g if lab == base.MAIN else jnp.zeros_like(g), grads, self.labels
             )
+        # A non-finite loss or gradient (a NaN batch, an overflow) would poison the parameters
+        # and Adam's moments for good: keep the previous state instead. The inner updates are
+        # undone too (a NaN critic makes the main loss NaN, so `finite` covers them).
+        finite = _all_finite(loss) & _all_finite(grads) & _all_finite(new_params)
+        if self.has_inner:
+            finite &= _all_finite(inner_opt_state)
+
+        def keep_if_bad(new, old):
+            return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
         measurements.update(metrics)
         measurements.update(
             loss=loss,
@@ -355,14 +387,27 @@ class Trainer:
             l2_updates=optax.tree.norm(updates),
             l2_params=optax.tree.norm(new_params),
             lr=self.schedule(state.step),
+            nonfinite=(~finite).astype(jnp.float32),
+            skipped=state.skipped + (~finite).astype(jnp.int32),
         )
         new_state = state.replace(
             step=state.step + 1,
-            params=new_params,
-            opt_state=opt_state,
-            inner_opt_state=inner_opt_state,
+            params=keep_if_bad(new_params, state.params),
+            opt_state=keep_if_bad(opt_state, state.opt_state),
+            inner_opt_state=keep_if_bad(inner_opt_state, state.inner_opt_state),
+            skipped=measurements["skipped"],
         )
         return new_state, measurements
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    """A boolean scalar: every floating leaf of `tree` is finite (True for no such leaf)."""
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -436,7 +481,10 @@ def train(
 
     Raises:
       ValueError: the batch size does not match the config, or the work dir holds a checkpoint
-        while `config.resume` is False.
+        while `config.resume` is False (nothing is written then).
+      jaxmm.checkpoint.CheckpointError: no checkpoint of the work dir restores (nothing moved).
+      NonFiniteError: `config.max_consecutive_skips` steps in a row had a non-finite loss or
+        gradients (after checkpointing the last, finite, state).
       KeyboardInterrupt: after saving, on Ctrl-C.
     """
     n_proc, is_main = jax.process_count(), jax.process_index() == 0
@@ -462,19 +510,38 @@ def train(
         )
 
     workdir = os.path.abspath(config.workdir)
-    os.makedirs(workdir, exist_ok=True)
-    ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep)
-    data_state = ckpt_lib.supports_data_state(train_iter)
-    latest = ckpt.latest_step()
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    # Decide before writing anything: a refused resume must leave the work dir as it was.
+    latest = _latest_finalised_step(ckpt_dir)
     if latest is not None and not config.resume:
         raise ValueError(
             f"{workdir} already holds checkpoint step {latest}; use resume or a new dir"
         )
-    if latest is not None:
-        state = ckpt.restore(trainer.abstract_state(), data_iter=train_iter if data_state else None)
-        log.info("Resumed from %s at step %d", ckpt.directory, latest)
-    else:
-        state = trainer.init_state()
+    data_state = ckpt_lib.supports_data_state(train_iter)
+    if is_main:
+        for path in ckpt_lib.remove_stale_tmp_dirs(ckpt_dir):
+            log.warning("Removed %s (a checkpoint write that never finished)", path)
+    os.makedirs(workdir, exist_ok=True)
+    ckpt = ckpt_lib.Checkpointer(ckpt_dir, max_to_keep=config.keep)
+    try:
+        if latest is not None:
+            restored_step, state, failed = ckpt.restore_newest_intact(
+                trainer.abstract_state(), data_iter=train_iter if data_state else None
+            )
+            if failed and is_main:
+                for bad, _ in failed:
+                    log.warning("Moved unreadable step %d to %s", bad, ckpt.quarantine(bad))
+            if failed and n_proc > 1:
+                from jax.experimental import multihost_utils
+
+                multihost_utils.sync_global_devices("jaxmm.train: corrupt checkpoints moved")
+                ckpt.reload()
+            log.info("Resumed from %s at step %d", ckpt.directory, restored_step)
+        else:
+            state = trainer.init_state()
+    except BaseException:
+        ckpt.close()
+        raise
     if not data_state:
         log.warning(
             "train_iter (%s) has no checkpointable state: a resumed run will not continue "
@@ -504,7 +571,10 @@ def train(
             at_step, st, data_iter=train_iter if data_state else None, config=experiment_config
         )
 
-    metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "a") if is_main else None
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    if is_main:
+        _truncate_metrics(metrics_path, start)
+    metrics_file = open(metrics_path, "a") if is_main else None
     bar = tqdm.tqdm(
         total=config.steps,
         initial=start,
@@ -512,6 +582,7 @@ def train(
         dynamic_ncols=True,
     )
     stop = _StopFlag()
+    guard = _SkipGuard(config.max_consecutive_skips)
     step, last_saved = start, start
     t_last, step_last = time.perf_counter(), start
     try:
@@ -525,8 +596,10 @@ def train(
                 state, metrics = trainer.train_step(state, trainer.shard(local))
                 step += 1
                 bar.update(1)
+                guard.push(step, metrics["nonfinite"])
                 if step % config.log_every == 0 or step == config.steps:
                     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    guard.flush()
                     now = time.perf_counter()
                     metrics["examples_per_sec"] = (
                         (step - step_last) * config.batch_size / (now - t_last)
@@ -541,10 +614,20 @@ def train(
                 if config.ckpt_every and step % config.ckpt_every == 0:
                     save(step, state)
                     last_saved = step
-                if stop.requested:
+                if stop.requested or guard.exceeded:
                     break
+        guard.flush()
         if step != last_saved:
             save(step, state)
+        if guard.exceeded:
+            ckpt.wait_until_finished()
+            raise NonFiniteError(
+                f"training stopped at step {step}: {guard.limit} consecutive steps (the last at "
+                f"step {guard.last_bad}) had a non-finite loss or gradients and were skipped "
+                f"(train.max_consecutive_skips={guard.limit}); the finite state is checkpointed "
+                f"in {ckpt.directory} at step {step}; lower optimizer.lr, set "
+                "optimizer.clip_norm or check the data"
+            )
         if stop.requested:
             ckpt.wait_until_finished()
             raise KeyboardInterrupt(
@@ -556,3 +639,77 @@ def train(
             metrics_file.close()
         ckpt.close()
     return state
+
+
+class _SkipGuard:
+    """Counts consecutive skipped updates from each step's `nonfinite` flag, one step late.
+
+    Reading step t's flag right after dispatching step t would wait for the device every step;
+    reading step t-1's flag once step t is queued costs nothing (it is already computed).
+    """
+
+    def __init__(self, limit: int):
+        self.limit, self.consecutive, self.last_bad = limit, 0, None
+        self._pending: list[tuple[int, jax.Array]] = []
+
+    @property
+    def exceeded(self) -> bool:
+        return self.consecutive >= self.limit
+
+    def push(self, step: int, flag: jax.Array) -> None:
+        self._pending.append((step, flag))
+        while len(self._pending) > 1:
+            self._account(*self._pending.pop(0))
+
+    def flush(self) -> None:
+        while self._pending:
+            self._account(*self._pending.pop(0))
+
+    def _account(self, step: int, flag: jax.Array) -> None:
+        if self.exceeded:
+            return  # the run stops at the limit; later steps are not counted
+        if float(jax.device_get(flag)) > 0:
+            self.consecutive += 1
+            self.last_bad = step
+            log.warning(
+                "Step %d: non-finite loss or gradients, update skipped (%d in a row, limit %d)",
+                step,
+                self.consecutive,
+                self.limit,
+            )
+        else:
+            self.consecutive = 0
+
+
+def _latest_finalised_step(ckpt_dir: str) -> int | None:
+    """The newest finalised step in `ckpt_dir` without creating anything (None if none)."""
+    if not os.path.isdir(ckpt_dir):
+        return None
+    with ckpt_lib.Checkpointer(ckpt_dir, read_only=True) as ckpt:
+        return ckpt.latest_step()
+
+
+def _truncate_metrics(path: str, last_step: int) -> None:
+    """Keeps the rows of `path` up to `last_step` (the restored step); drops a torn last line.
+
+    The resumed run logs the steps after `last_step` again, so any such row is a replay.
+    """
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.read().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= last_step:
+            kept.append(line)
+    if len(kept) == len(lines):
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+    log.info("metrics.jsonl: dropped %d row(s) after step %d", len(lines) - len(kept), last_step)
