@@ -1,0 +1,258 @@
+"""Fault injection: NaN batches, corrupt checkpoints, killed writes, refused resumes, replayed rows.
+
+Each test damages something on purpose and checks that the run either carries on exactly (the
+state bitwise equal to an undisturbed run) or stops with one clear error, leaving files intact.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmm import checkpoint as ckpt_lib
+from jaxmm import train as train_lib
+from jaxmm.config import OptimizerConfig, TrainConfig
+from jaxmm.methods.toy import ToyContrastive, toy_dataset
+
+BATCH = 16
+SMALL = {"hidden": 16, "dim": 8, "proj_dim": 8}
+
+
+def _config(workdir, **kw) -> TrainConfig:
+    opt = OptimizerConfig(lr=1e-2, weight_decay=1e-3, schedule="constant")
+    return TrainConfig(batch_size=BATCH, progress=False, optimizer=opt, workdir=str(workdir), **kw)
+
+
+def _method():
+    return ToyContrastive(critic_weight=0.5, **SMALL)
+
+
+def _mesh():
+    return train_lib.make_mesh(jax.devices()[:1])  # one device compiles fastest
+
+
+def _pipeline():
+    ds = toy_dataset(64, seed=1).shuffle(seed=2).repeat().batch(BATCH)
+    return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
+
+
+def _nan_batch(batch):
+    bad = jax.tree.map(np.array, batch)
+    first = bad["view1"]["x"]
+    name = sorted(first)[0]
+    first[name][0, 0] = np.nan
+    return bad
+
+
+def _np(tree):
+    def leaf(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        return np.asarray(jax.device_get(x))
+
+    return jax.tree.map(leaf, tree)
+
+
+def _assert_equal(a, b):
+    for x, y in zip(jax.tree.leaves(_np(a)), jax.tree.leaves(_np(b)), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def _rows(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _snapshot(root) -> dict[str, str]:
+    """Every file under `root` with the hash of its bytes (and every directory)."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for d in dirs:
+            out[os.path.join(dirpath, d)] = "dir"
+        for name in files:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                out[path] = hashlib.sha1(f.read()).hexdigest()
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. Non-finite loss or gradients.
+
+
+def test_nan_batch_skips_the_update_and_keeps_params_and_optimizer_state():
+    batches = [b for _, b in zip(range(2), _pipeline(), strict=False)]
+    trainer = train_lib.Trainer(_method(), _config("/unused", steps=4), batches[0], mesh=_mesh())
+    state, _ = trainer.train_step(trainer.init_state(), trainer.shard(batches[0]))
+    before = _np(state)
+    state, metrics = trainer.train_step(state, trainer.shard(_nan_batch(batches[1])))
+    assert not np.isfinite(float(metrics["loss"]))
+    assert float(metrics["nonfinite"]) == 1.0 and int(metrics["skipped"]) == 1
+    after = _np(state)
+    _assert_equal(after.params, before.params)
+    _assert_equal(after.opt_state, before.opt_state)
+    _assert_equal(after.inner_opt_state, before.inner_opt_state)
+    assert int(after.step) == int(before.step) + 1 and int(after.skipped) == 1
+    # The next good batch trains normally from the kept state.
+    state, metrics = trainer.train_step(state, trainer.shard(batches[1]))
+    assert float(metrics["nonfinite"]) == 0.0 and int(state.skipped) == 1
+    assert np.isfinite(float(metrics["loss"]))
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(_np(state.params)))
+
+
+def test_consecutive_nan_batches_stop_with_one_error_and_a_finite_checkpoint(tmp_path, caplog):
+    good = [b for _, b in zip(range(2), _pipeline(), strict=False)]
+    stream = iter(good + [_nan_batch(good[0])] * 10)
+    cfg = _config(tmp_path, steps=10, log_every=1, ckpt_every=2, max_consecutive_skips=3)
+    with pytest.raises(train_lib.NonFiniteError, match=r"3 consecutive steps .*max_consecutive"):
+        train_lib.train(cfg, _method(), stream, mesh=_mesh())
+    assert "update skipped (1 in a row, limit 3)" in caplog.text
+    ckpt_dir = tmp_path / "checkpoints"
+    trainer = train_lib.Trainer(_method(), cfg, good[0])
+    with ckpt_lib.Checkpointer(ckpt_dir, read_only=True) as ckpt:
+        for step in ckpt.all_steps():
+            state = ckpt.restore(trainer.abstract_state(), step=step)
+            assert all(np.isfinite(x).all() for x in jax.tree.leaves(_np(state.params))), step
+        assert ckpt.latest_step() == 5 and int(state.skipped) == 3
+    rows = _rows(tmp_path)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["skipped"] for r in rows] == [0, 0, 1, 2, 3]
+
+
+def test_max_consecutive_skips_must_be_positive():
+    with pytest.raises(ValueError, match="max_consecutive_skips must be >= 1"):
+        TrainConfig(max_consecutive_skips=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. Corrupt checkpoints: every file kind falls back to the newest intact step.
+
+
+def _state(v):
+    return {"w": jnp.full((2, 3), v), "step": jnp.int32(v), "rng": jax.random.key(3)}
+
+
+def _iterator():
+    ds = grain.MapDataset.source(np.arange(40)).batch(4)
+    return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
+
+
+def _garble(path):
+    with open(path, "wb") as f:
+        f.write(b"\x00garbage{")
+
+
+def _truncate(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+
+
+def _each(pattern, fn):
+    paths = glob.glob(pattern, recursive=True)
+    assert paths, pattern
+    for p in paths:
+        fn(p)
+
+
+_CORRUPTIONS = {
+    "data_file_garbled": lambda d: _each(f"{d}/state/**/d/*", _garble),
+    "data_file_truncated": lambda d: _each(f"{d}/state/**/d/*", _truncate),
+    "metadata_truncated": lambda d: _truncate(f"{d}/state/_METADATA"),
+    "state_deleted": lambda d: shutil.rmtree(f"{d}/state"),
+    "manifest_garbled": lambda d: _each(f"{d}/state/**/manifest.ocdbt", _garble),
+    "iterator_json_garbled": lambda d: _each(f"{d}/data/*.json", _garble),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_CORRUPTIONS))
+def test_corrupt_latest_checkpoint_falls_back_to_the_newest_intact(tmp_path, kind, caplog):
+    it = _iterator()
+    with ckpt_lib.Checkpointer(tmp_path / "ckpt") as ckpt:
+        next(it)
+        ckpt.save(1, _state(1.0), data_iter=it)
+        next(it)
+        ckpt.save(2, _state(2.0), data_iter=it)
+    _CORRUPTIONS[kind](tmp_path / "ckpt" / "2")
+    fresh = _iterator()
+    with ckpt_lib.Checkpointer(tmp_path / "ckpt") as ckpt:
+        step, state, failed = ckpt.restore_newest_intact(
+            jax.eval_shape(_state, 0.0), data_iter=fresh
+        )
+        assert step == 1 and float(state["w"][0, 0]) == 1.0
+        assert [s for s, _ in failed] == [2]
+        (cause,) = [c for _, c in failed]
+        assert "\n" not in cause and len(cause) < 400
+        moved = ckpt.quarantine(2)
+        assert ckpt.all_steps() == [1]
+    assert moved == str(tmp_path / "ckpt.corrupt" / "2") and os.path.isdir(moved)
+    np.testing.assert_array_equal(next(fresh), np.arange(4, 8))  # position of step 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(m.startswith("Checkpoint step 2 in ") and "unreadable" in m for m in warnings)
+
+
+def test_no_intact_checkpoint_is_one_error_and_nothing_is_moved(tmp_path):
+    with ckpt_lib.Checkpointer(tmp_path / "ckpt") as ckpt:
+        ckpt.save(1, _state(1.0))
+    wrong = jax.eval_shape(lambda: {**_state(0.0), "extra": jnp.zeros(2)})
+    before = _snapshot(tmp_path)
+    with ckpt_lib.Checkpointer(tmp_path / "ckpt") as ckpt:
+        with pytest.raises(ckpt_lib.CheckpointError, match=r"could be restored \(step 1: ") as e:
+            ckpt.restore_newest_intact(wrong)
+    assert "\n" not in str(e.value)
+    assert _snapshot(tmp_path) == before
+
+
+def _straight(tmp_path, steps):
+    it = _pipeline()
+    cfg = _config(tmp_path / "straight", steps=steps, ckpt_every=0, log_every=1)
+    return train_lib.train(cfg, _method(), it, mesh=_mesh()), it
+
+
+def test_resume_after_corruption_and_a_killed_write_is_bitwise_exact(tmp_path):
+    straight, straight_iter = _straight(tmp_path, 6)
+    run = tmp_path / "run"
+    cfg = _config(run, steps=4, ckpt_every=2, log_every=1)
+    train_lib.train(cfg, _method(), _pipeline(), mesh=_mesh())
+    ckpt_dir = run / "checkpoints"
+    # Step 4 damaged after the fact, and a write of step 6 killed half-way (orbax's tmp dir).
+    _CORRUPTIONS["iterator_json_garbled"](ckpt_dir / "4")
+    shutil.copytree(ckpt_dir / "2", ckpt_dir / "6.orbax-checkpoint-tmp-1234567")
+    # The killed run had logged steps 5 and 6 and was cut mid-line.
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 5, "loss": 1.0}) + "\n" + '{"step": 6, "lo')
+
+    resumed_iter = _pipeline()
+    resumed = train_lib.train(
+        TrainConfig(**{**cfg.__dict__, "steps": 6}), _method(), resumed_iter, mesh=_mesh()
+    )
+    _assert_equal(resumed, straight)  # restarted from step 2: replayed steps 3-6 exactly
+    jax.tree.map(np.testing.assert_array_equal, next(resumed_iter), next(straight_iter))
+    assert sorted(os.listdir(ckpt_dir)) == ["2", "4", "6"]  # tmp removed, 4 re-written
+    assert os.path.isdir(str(ckpt_dir) + ".corrupt/4")
+    assert [r["step"] for r in _rows(run)] == [1, 2, 3, 4, 5, 6]
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. A refused resume writes nothing.
+
+
+def test_no_resume_on_an_existing_run_refuses_and_touches_nothing(tmp_path):
+    cfg = _config(tmp_path / "run", steps=2, ckpt_every=2, log_every=1)
+    train_lib.train(cfg, _method(), _pipeline(), mesh=_mesh())
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError, match="already holds checkpoint step 2"):
+        train_lib.train(
+            TrainConfig(**{**cfg.__dict__, "resume": False}), _method(), _pipeline(), mesh=_mesh()
+        )
+    assert _snapshot(tmp_path) == before
