@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -85,6 +86,35 @@ class TrainConfig:
         for name in ("ckpt_every", "inner_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+
+def validate_optimizer(cfg: OptimizerConfig, prefix: str = "optimizer.") -> None:
+    """Raises one ValueError naming the first field of `cfg` a training run cannot use.
+
+    Not part of `OptimizerConfig.__post_init__`: tests freeze parameters with `lr=0`, which is a
+    valid optimizer but never a useful run (`jaxmm.experiment.validate` calls this).
+    """
+
+    def need(name: str, ok: bool, what: str) -> None:
+        if not ok:
+            raise ValueError(f"{prefix}{name} must be {what}, got {getattr(cfg, name)!r}")
+
+    def finite(x) -> bool:
+        return isinstance(x, int | float) and math.isfinite(x)
+
+    need("lr", finite(cfg.lr) and cfg.lr > 0, "a finite number > 0")
+    if cfg.inner_lr is not None:
+        need("inner_lr", finite(cfg.inner_lr) and cfg.inner_lr > 0, "a finite number > 0 or None")
+    need("weight_decay", finite(cfg.weight_decay) and cfg.weight_decay >= 0, "finite and >= 0")
+    need("eps", finite(cfg.eps) and cfg.eps > 0, "a finite number > 0")
+    need("b1", finite(cfg.b1) and 0 <= cfg.b1 < 1, "in [0, 1)")
+    need("b2", finite(cfg.b2) and 0 <= cfg.b2 < 1, "in [0, 1)")
+    need("warmup_steps", cfg.warmup_steps >= 0, ">= 0")
+    need("end_lr_factor", finite(cfg.end_lr_factor) and cfg.end_lr_factor >= 0, "finite and >= 0")
+    if cfg.clip_norm is not None:
+        need(
+            "clip_norm", finite(cfg.clip_norm) and cfg.clip_norm > 0, "a finite number > 0 or None"
+        )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -58,6 +59,8 @@ __all__ = [
     "build_eval_source",
     "build_method",
     "build_train_iterator",
+    "check_batch_vs_examples",
+    "check_run",
     "data_spec",
     "example_spec",
     "num_train_examples",
@@ -609,6 +612,10 @@ def validate(cfg: ExperimentConfig, *, trace: bool = True) -> None:
             f"{where}: method {cfg.method.name!r} reads view{views} but "
             f"data.num_views is {data.num_views}"
         )
+    try:
+        config_lib.validate_optimizer(cfg.optimizer)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
     if cfg.optimizer.schedule == "cosine" and cfg.optimizer.warmup_steps >= cfg.train.steps:
         raise ValueError(
             f"{where}: optimizer.warmup_steps ({cfg.optimizer.warmup_steps}) must be "
@@ -635,3 +642,62 @@ def validate(cfg: ExperimentConfig, *, trace: bool = True) -> None:
         raise ValueError(
             f"{where}: model/method do not fit the data {data.builder!r}: {type(e).__name__}: {e}"
         ) from None
+
+
+def check_batch_vs_examples(cfg: ExperimentConfig, num_train_examples: int) -> None:
+    """Raises one ValueError when the global batch is larger than the training split."""
+    if cfg.train.batch_size > num_train_examples:
+        raise ValueError(
+            f"config {cfg.name!r}: train.batch_size {cfg.train.batch_size} is larger than the "
+            f"{num_train_examples} examples of split {cfg.data.train_split!r} of dataset "
+            f"{cfg.data.builder!r}"
+        )
+
+
+def _check_manual_files(data: DataConfig, builder) -> None:
+    """A builder that reads user-supplied files (TFDS `MANUAL_DOWNLOAD_INSTRUCTIONS`) finds them.
+
+    Checked before TFDS is asked to build, which would otherwise fail deep inside and leave an
+    empty dataset directory behind. A BuilderConfig with a `filename` names its one file; any
+    other needs a non-empty manual dir.
+    """
+    if getattr(type(builder), "MANUAL_DOWNLOAD_INSTRUCTIONS", None) is None:
+        return
+    where = f"dataset {data.builder!r} (config {builder.builder_config.name}) is not built in "
+    where += f"{data.data_dir} and needs user-supplied files:"
+    if not data.manual_dir:
+        raise ValueError(f"{where} set data.manual_dir (--manual-dir) to the folder holding them")
+    root = os.path.abspath(os.path.expanduser(data.manual_dir))
+    if not os.path.isdir(root):
+        raise ValueError(f"{where} data.manual_dir {root} is not a directory")
+    filename = getattr(builder.builder_config, "filename", "")
+    if filename and not os.path.isfile(os.path.join(root, filename)):
+        raise ValueError(f"{where} {os.path.join(root, filename)} not found")
+    if not filename and not os.listdir(root):
+        raise ValueError(f"{where} data.manual_dir {root} is empty")
+
+
+def check_run(cfg: ExperimentConfig, *, num_devices: int) -> None:
+    """The checks of a run that need the machine or the disk; nothing is built or written.
+
+    The global batch must split over `num_devices`; an unbuilt dataset that reads user files must
+    find them; a built one must hold at least one batch of training examples (an unbuilt one is
+    checked right after it is built, see `check_batch_vs_examples`). Raises one ValueError.
+    """
+    where = f"config {cfg.name!r}"
+    if cfg.train.batch_size % num_devices:
+        raise ValueError(
+            f"{where}: train.batch_size {cfg.train.batch_size} is not divisible by the "
+            f"{num_devices} devices"
+        )
+    builder = _builder(cfg.data)
+    if not builder.is_prepared():
+        _check_manual_files(cfg.data, builder)
+        return
+    splits = builder.info.splits
+    if cfg.data.train_split not in splits:
+        raise ValueError(
+            f"{where}: dataset {cfg.data.builder!r} has no split {cfg.data.train_split!r}; "
+            f"splits: {sorted(splits)}"
+        )
+    check_batch_vs_examples(cfg, splits[cfg.data.train_split].num_examples)

@@ -256,3 +256,71 @@ def test_no_resume_on_an_existing_run_refuses_and_touches_nothing(tmp_path):
             TrainConfig(**{**cfg.__dict__, "resume": False}), _method(), _pipeline(), mesh=_mesh()
         )
     assert _snapshot(tmp_path) == before
+
+
+# ------------------------------------------------------------------------------------------------
+# 3-4, 6. The launcher: every bad input is one line, exit 2, before data or work-dir files.
+
+
+def _error(capsys) -> str:
+    """The one error line on stderr (log lines of other libraries aside), and no traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _launch(tmp_path, *extra, config="factorcl_ssl_synthetic"):
+    from launch import train as launch_train
+
+    argv = ["--config", config, "--variant", "smoke", "--workdir", str(tmp_path / "run")]
+    return launch_train.main([*argv, "--data-dir", str(tmp_path / "data"), *extra])
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("optimizer.lr=-1", "optimizer.lr must be a finite number > 0, got -1.0"),
+        ("optimizer.lr=0", "optimizer.lr must be a finite number > 0, got 0.0"),
+        ("optimizer.lr=nan", "optimizer.lr must be a finite number > 0, got nan"),
+        ("train.batch_size=12", "train.batch_size 12 is not divisible by the 8 devices"),
+    ],
+)
+def test_bad_config_fails_in_one_line_before_data_or_workdir(tmp_path, capsys, override, needle):
+    assert _launch(tmp_path, "--set", override) == 2
+    assert needle in _error(capsys)
+    assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
+
+
+def test_missing_manual_files_fail_in_one_line_and_create_no_directory(tmp_path, capsys):
+    assert _launch(tmp_path, config="comm_mosi") == 2
+    assert "needs user-supplied files: set data.manual_dir (--manual-dir)" in _error(capsys)
+    (tmp_path / "manual").mkdir()
+    assert _launch(tmp_path, "--manual-dir", str(tmp_path / "manual"), config="comm_mosi") == 2
+    assert f"{tmp_path / 'manual' / 'mosi_data.pkl'} not found" in _error(capsys)
+    assert sorted(os.listdir(tmp_path)) == ["manual"]  # no data dir, no work dir
+
+
+def test_batch_larger_than_the_training_split_is_refused(tmp_path, capsys):
+    # The smoke data has 204 training examples; known only once built, then checked at once.
+    assert _launch(tmp_path, "--set", "train.batch_size=304") == 2
+    err = _error(capsys)
+    assert "train.batch_size 304 is larger than the 204 examples of split 'train'" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_another_experiments_workdir_is_refused_and_left_untouched(tmp_path, capsys):
+    from launch import configs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    other = configs.get_config("simclr_synthetic", "smoke")
+    (run / "config.json").write_text(other.to_json() + "\n")
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    before = _snapshot(run)
+    assert _launch(tmp_path) == 2
+    err = _error(capsys)
+    assert f"{run} holds another experiment ({run / 'config.json'} differs: " in err
+    assert "method.name: 'cmc' -> 'factorcl'" in err
+    assert _snapshot(run) == before and not (tmp_path / "data").exists()

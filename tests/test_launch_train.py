@@ -3,8 +3,6 @@
 import json
 import os
 
-import pytest
-
 from jaxmm import checkpoint as ckpt_lib
 from jaxmm import experiment as ex
 from jaxmm import train as train_lib
@@ -17,7 +15,16 @@ def _metrics(workdir):
         return [json.loads(line) for line in f]
 
 
-def test_smoke_run_checkpoints_its_config_and_resumes(tmp_path, caplog):
+def _snapshot(root):
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                out[os.path.join(dirpath, name)] = f.read()
+    return out
+
+
+def test_smoke_run_checkpoints_its_config_and_resumes(tmp_path, caplog, capsys):
     workdir, data = str(tmp_path / "run"), str(tmp_path / "data")
     argv = [
         "--config",
@@ -57,8 +64,12 @@ def test_smoke_run_checkpoints_its_config_and_resumes(tmp_path, caplog):
     assert [m["step"] for m in _metrics(workdir)] == [1, 2, 3, 4, 5, 6]
     with ckpt_lib.Checkpointer(ckpt_dir, read_only=True) as ckpt:
         assert ckpt.latest_step() == 6
-    with pytest.raises(ValueError, match="already holds checkpoint step 6"):
-        launch_train.main([*argv, "--no-resume"])
+    before = _snapshot(workdir)
+    capsys.readouterr()
+    assert launch_train.main([*argv, "--no-resume"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1 and "already holds checkpoint step 6" in err[0]
+    assert _snapshot(workdir) == before  # config.json included: nothing rewritten
 
 
 def test_bad_command_lines_fail_before_compute(capsys):
