@@ -255,15 +255,20 @@ class Checkpointer:
         if not steps:
             raise CheckpointError(f"No checkpoint found in {self.directory}")
         failed = []
-        for step in steps:
+        for i, step in enumerate(steps):
             try:
                 state = self.restore(abstract_state, step=step, data_iter=data_iter)
             except CheckpointError as e:
                 cause = one_line(e.__cause__) if e.__cause__ is not None else str(e)
                 failed.append((step, cause))
-                log.warning(
-                    "Checkpoint step %d in %s is unreadable: %s", step, self.directory, cause
-                )
+                if i + 1 < len(steps):
+                    log.warning(
+                        "Checkpoint step %d in %s is unreadable: %s; trying step %d",
+                        step,
+                        self.directory,
+                        cause,
+                        steps[i + 1],
+                    )
                 continue
             return step, state, failed
         causes = "; ".join(f"step {s}: {c}" for s, c in failed)

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 import weakref
@@ -38,6 +39,8 @@ from jaxmm import probe as probe_lib
 from jaxmm import train as train_lib
 from jaxmm.checkpoint import CheckpointError
 from jaxmm.data import builders, pipeline
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "RUS_TASKS",
@@ -98,21 +101,44 @@ def load_run(workdir: str | os.PathLike, step: int | None = None) -> LoadedRun:
     """
     directory = checkpoint_dir(workdir)
     with ckpt_lib.Checkpointer(directory, read_only=True) as ckpt:
-        raw = ckpt.restore_config(step)  # one CheckpointError naming the path if absent
-        step = ckpt.latest_step() if step is None else step
-        where = os.path.join(directory, str(step))
-        try:
-            cfg = experiment.ExperimentConfig.from_dict(raw)
-            method = experiment.build_method(cfg)
-            example = jax.tree.map(
-                lambda s: np.zeros(s.shape, s.dtype), experiment.example_spec(cfg)
-            )
-        except ValueError as e:
-            raise CheckpointError(f"Checkpoint {where} holds an unusable config: {e}") from e
-        # One device: probing is a single-process pass over small frozen embeddings.
-        mesh = train_lib.make_mesh(jax.local_devices()[:1])
-        trainer = train_lib.Trainer(method, experiment.train_config(cfg), example, mesh=mesh)
-        state = ckpt.restore(trainer.abstract_state(), step=step)
+        if step is not None:
+            return _load_step(ckpt, directory, step)
+        # The latest step first; a damaged one is reported in one line and an older one tried.
+        steps = sorted(ckpt.all_steps(), reverse=True)
+        if not steps:
+            raise CheckpointError(f"No checkpoint found in {directory}")
+        failed = []
+        for i, s in enumerate(steps):
+            try:
+                return _load_step(ckpt, directory, s)
+            except CheckpointError as e:
+                failed.append(f"step {s}: {e}")
+                if i + 1 < len(steps):
+                    log.warning(
+                        "Checkpoint step %d in %s is unreadable: %s; trying step %d",
+                        s,
+                        directory,
+                        e,
+                        steps[i + 1],
+                    )
+    raise CheckpointError(f"No checkpoint in {directory} could be restored ({'; '.join(failed)})")
+
+
+def _load_step(ckpt: ckpt_lib.Checkpointer, directory: str, step: int) -> LoadedRun:
+    raw = ckpt.restore_config(step)  # one CheckpointError naming the path if absent
+    where = os.path.join(directory, str(step))
+    try:
+        cfg = experiment.ExperimentConfig.from_dict(raw)
+        method = experiment.build_method(cfg)
+        example = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), experiment.example_spec(cfg))
+    except ValueError as e:
+        raise CheckpointError(
+            f"Checkpoint {where} holds an unusable config: {ckpt_lib.one_line(e, 400)}"
+        ) from e
+    # One device: probing is a single-process pass over small frozen embeddings.
+    mesh = train_lib.make_mesh(jax.local_devices()[:1])
+    trainer = train_lib.Trainer(method, experiment.train_config(cfg), example, mesh=mesh)
+    state = ckpt.restore(trainer.abstract_state(), step=step)
     return LoadedRun(config=cfg, method=method, params=state.params, step=step, directory=directory)
 
 

@@ -12,7 +12,10 @@ Trifeature runs also print CoMM Fig. 4's redundancy / uniqueness / synergy summa
 (synergy) run is probed on the unbiased pairs. `--finetune supcon|linear` first fine-tunes the
 backbone per task (CoMM App. B.4, early stopping on a validation hold-out), then probes.
 
-Exit codes: 0 success, 2 missing / corrupt checkpoint or bad arguments (one error line).
+Exit codes: 0 success, 2 missing / corrupt checkpoint or bad arguments, 1 any other failure; each
+is one error line naming the cause and the path (`--verbose` adds the traceback). Without
+`--step`, a damaged latest checkpoint is reported in one warning line and the newest intact one
+is probed.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ import json
 import logging
 import os
 import sys
+import traceback
 from typing import Any
 
-from jaxmm.checkpoint import CheckpointError
+from jaxmm.checkpoint import CheckpointError, one_line
 from launch import logs
 
 
@@ -57,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the probes' validation hold-out")
     p.add_argument("--out", default=None, help="write the report as JSON here")
+    p.add_argument("--verbose", action="store_true", help="full tracebacks on errors")
     ft = p.add_argument_group("fine-tuning (CoMM App. B.4)")
     ft.add_argument(
         "--finetune",
@@ -134,18 +139,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def _fail(e: BaseException, verbose: bool, code: int, hint: bool = False) -> int:
+    if verbose:
+        traceback.print_exception(e, file=sys.stderr)
+        text = " ".join(str(e).split()) or type(e).__name__
+    else:
+        text = one_line(e, 400) if hint else " ".join(str(e).split())
+        if hint:
+            text += " (run with --verbose for the traceback)"
+    print(f"error: {text}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.setup_logging(logging.WARNING)
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax / tfds info chatter
     try:
         run(args)
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (CheckpointError, ValueError, OSError) as e:
+        return _fail(e, args.verbose, 2)
+    except Exception as e:  # still one line; the traceback under --verbose
+        return _fail(e, args.verbose, 1, hint=True)
     return 0
 
 

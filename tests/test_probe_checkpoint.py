@@ -201,3 +201,20 @@ def test_finetune_keeps_the_best_epoch_and_leaves_the_run_untouched(comm_run, mo
         ft_lib.finetune(run, probe_lib.ProbeTask("shape", "regression"))
     with pytest.raises(ValueError, match="mode"):
         ft_lib.FinetuneConfig(mode="full")
+
+
+def test_damaged_latest_checkpoint_falls_back_to_an_older_one(comm_run, tmp_path, caplog):
+    workdir, _, state = comm_run
+    broken = tmp_path / "broken"
+    shutil.copytree(workdir, broken)
+    ckpts = broken / "checkpoints"
+    shutil.copytree(ckpts / "2", ckpts / "1")  # an intact older step (same parameters)
+    shutil.rmtree(ckpts / "2" / "state")
+    run = pc.load_run(broken)
+    assert run.step == 1
+    for a, b in zip(jax.tree.leaves(run.params), jax.tree.leaves(state.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "jaxmm.probe_checkpoint"]
+    assert "step 2" in warning and "no state/ directory; trying step 1" in warning
+    with pytest.raises(CheckpointError, match="no state/ directory"):
+        pc.load_run(broken, step=2)  # an explicit step never falls back
