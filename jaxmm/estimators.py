@@ -17,6 +17,21 @@ Conventions
   equal the single-device computation on the concatenated global batch, so callers differentiate
   it directly — never ``pmean`` a gradient.
 
+Bad input
+---------
+* Shapes, dtypes and batch sizes are checked statically (at trace time) and raise one
+  ``ValueError`` naming the argument: every bound and loss needs ``B >= 2`` (the global batch,
+  with ``axis_name``), since with one sample there is no negative and InfoNCE, NT-Xent, SupCon
+  or NCE-CLUB would return a meaningless 0.
+* ``temperature`` must be > 0: a Python number or a concrete array is checked at call time; a
+  *traced* temperature (learned, or an argument of a jitted function) has no value at trace
+  time, so ``T = 0`` there gives ``inf``/``nan`` logits — wrap the function with ``checked``.
+* NaN / inf inputs are **not** replaced or masked: they propagate (the value is ``nan``), as a
+  silent fix would hide a bug upstream. The trainer skips such steps (``jaxmm.train``). To find
+  the culprit, ``checked(fn)`` runs ``fn`` with runtime checks (``jax.experimental.checkify``)
+  that raise one error naming the function and the offending argument (``za has 3 non-finite
+  value(s)``, ``temperature must be > 0``), or a non-finite result of finite inputs.
+
 References: Poole et al. 2019, "On Variational Bounds of Mutual Information" (ICML); van den Oord
 et al. 2018 (CPC); Song & Ermon 2020, "Understanding the Limitations of Variational MI Estimators"
 (SMILE); Cheng et al. 2020 (CLUB); Liang et al. 2023 (FactorCL); Radford et al. 2021 (CLIP); Chen
@@ -25,12 +40,17 @@ et al. 2020 (SimCLR); Khosla et al. 2020 (SupCon); Liu et al. 2021 (TupleInfoNCE
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.experimental import checkify
 
 __all__ = [
+    "checked",
     "logmeanexp_nodiag",
     "infonce_lower_bound",
     "nwj_lower_bound",
@@ -62,7 +82,7 @@ def _check_float(name: str, x) -> None:
         raise ValueError(f"{name} must have a floating dtype, got {jnp.asarray(x).dtype}")
 
 
-def _check_scores(scores, name: str = "scores", min_batch: int = 1) -> jax.Array:
+def _check_scores(scores, name: str = "scores", min_batch: int = 2) -> jax.Array:
     scores = jnp.asarray(scores)
     if scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
         raise ValueError(f"{name} must be a square (B, B) matrix, got shape {scores.shape}")
@@ -86,8 +106,70 @@ def _check_pair(name_a: str, a, name_b: str, b) -> tuple[jax.Array, jax.Array]:
 
 
 def _check_temperature(temperature) -> None:
-    if isinstance(temperature, int | float) and temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if isinstance(temperature, jax.core.Tracer):
+        return  # no value at trace time: see the module docstring and `checked`
+    value = np.asarray(temperature)
+    if value.ndim == 0 and not value > 0:
+        raise ValueError(f"temperature must be > 0, got {value.item()}")
+
+
+def _check_batch(name: str, b: int, axis_name) -> None:
+    """Contrastive estimates need >= 2 samples of the global batch (a negative per anchor)."""
+    total = b * (jax.lax.axis_size(axis_name) if axis_name is not None else 1)
+    if total < 2:
+        raise ValueError(f"{name} needs a batch of B >= 2 samples (negatives), got B = {total}")
+
+
+def _is_array(x) -> bool:
+    return isinstance(x, jax.Array | np.ndarray | np.generic)
+
+
+def checked(fn):
+    """``fn`` (an estimator or loss of this module) with runtime checks of its inputs and result.
+
+    Every floating array argument must be finite and ``temperature`` > 0 (even traced); the
+    result must be finite. Outside a trace the checks run under ``checkify.checkify`` and raise
+    ``checkify.JaxRuntimeError`` naming the function and the argument. Inside a trace (a jitted
+    caller), the checks are plain ``checkify.check``s: functionalise the caller with
+    ``checkify.checkify`` to get the error out. The static checks (shapes, ``B >= 2``) still
+    raise ``ValueError`` first.
+
+    Example:
+      >>> checked(infonce_loss)(za, zb, temperature=t)  # "infonce_loss: za has 3 non-finite..."
+    """
+    sig = inspect.signature(fn)
+    name = fn.__name__
+
+    def run_checks(dynamic, static):
+        args = {**static, **dynamic}
+        for arg, value in dynamic.items():
+            x = jnp.asarray(value)
+            if arg == "temperature":
+                checkify.check(jnp.all(x > 0), f"{name}: temperature must be > 0, got {{t}}", t=x)
+            elif jnp.issubdtype(x.dtype, jnp.inexact):
+                bad = jnp.sum(~jnp.isfinite(x))
+                checkify.check(
+                    bad == 0,
+                    f"{name}: {arg} has {{n}} non-finite value(s) (shape {x.shape})",
+                    n=bad,
+                )
+        out = fn(**args)
+        checkify.check(jnp.all(jnp.isfinite(out)), f"{name}: non-finite result of finite inputs")
+        return out
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        dynamic = {k: v for k, v in bound.arguments.items() if _is_array(v)}
+        static = {k: v for k, v in bound.arguments.items() if k not in dynamic}
+        if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(dynamic)):
+            return run_checks(dynamic, static)
+        # Under jit, so that the estimator sees tracers (eager checkify passes concrete values).
+        err, out = checkify.checkify(jax.jit(functools.partial(run_checks, static=static)))(dynamic)
+        err.throw()
+        return out
+
+    return wrapper
 
 
 # --------------------------------------------------------------------------------------------------
@@ -462,6 +544,7 @@ def infonce_loss(
       >>> infonce_loss(za, zb, temperature=0.1)
     """
     za, zb = _check_pair("za", za, "zb", zb)
+    _check_batch("infonce_loss", za.shape[0], axis_name)
     _check_temperature(temperature)
     if normalize:
         za, zb = l2_normalize(za), l2_normalize(zb)
@@ -504,6 +587,7 @@ def clip_loss(
       >>> clip_loss(za, zb, logit_scale=params["logit_scale"])
     """
     za, zb = _check_pair("za", za, "zb", zb)
+    _check_batch("clip_loss", za.shape[0], axis_name)
     if (temperature is None) == (logit_scale is None):
         raise ValueError("clip_loss needs exactly one of temperature and logit_scale")
     if temperature is not None:
@@ -555,6 +639,7 @@ def ntxent_loss(
       >>> ntxent_loss(z1, z2, temperature=0.5)
     """
     z1, z2 = _check_pair("z1", z1, "z2", z2)
+    _check_batch("ntxent_loss", z1.shape[0], axis_name)
     _check_temperature(temperature)
     if normalize:
         z1, z2 = l2_normalize(z1), l2_normalize(z2)
@@ -622,6 +707,7 @@ def supcon_loss(
         )
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise ValueError(f"labels must have an integer dtype, got {labels.dtype}")
+    _check_batch("supcon_loss", features.shape[0], axis_name)
     _check_temperature(temperature)
     scale = 1.0 if base_temperature is None else temperature / base_temperature
     if normalize:
@@ -691,6 +777,7 @@ def tuple_infonce_loss(
       ...                    negative_log_weights=jnp.log(jnp.array([1.0, 2.0])))
     """
     anchors, positives = _check_pair("anchors", anchors, "positives", positives)
+    _check_batch("tuple_infonce_loss", anchors.shape[0], axis_name)
     _check_temperature(temperature)
     b, d = anchors.shape
     if negatives is not None:
