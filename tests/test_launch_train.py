@@ -59,8 +59,9 @@ def test_smoke_run_checkpoints_its_config_and_resumes(tmp_path, caplog, capsys):
     # Other in-process entry points (the demo) quiet these loggers; set them for this test only.
     for name in (None, "jaxmm.train", "launch.train"):
         caplog.set_level("INFO", logger=name)
-    assert launch_train.main([*argv, "--set", "train.steps=6"]) == 0
+    assert launch_train.main([*argv, "--set", "train.steps=6", "--set", "train.ckpt_every=3"]) == 0
     assert "Resumed from" in caplog.text and "differs from the checkpoint's" in caplog.text
+    assert "train.ckpt_every changed 2 -> 3" in caplog.text  # accepted, and said so
     assert [m["step"] for m in _metrics(workdir)] == [1, 2, 3, 4, 5, 6]
     with ckpt_lib.Checkpointer(ckpt_dir, read_only=True) as ckpt:
         assert ckpt.latest_step() == 6
