@@ -29,10 +29,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import shutil
+import sys
 from typing import Any
 
 import grain
@@ -87,6 +90,24 @@ def remove_stale_tmp_dirs(directory: str | os.PathLike) -> list[str]:
             os.remove(path)
         removed.append(path)
     return removed
+
+
+@contextlib.contextmanager
+def _quiet_async_leftovers():
+    """Drops the echoes of a failed read: orbax's sibling reads fail too, and asyncio reports
+    each of them ("Future exception was never retrieved", a whole TensorStore spec) on stderr
+    after the first error has already been raised. That first error is reported instead."""
+    asyncio_log = logging.getLogger("asyncio")
+    hook = sys.unraisablehook
+    previous = asyncio_log.disabled
+    asyncio_log.disabled = True
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    finally:
+        gc.collect()  # finalise the failed coroutines while their reports are still dropped
+        sys.unraisablehook = hook
+        asyncio_log.disabled = previous
 
 
 def _is_key(x: Any) -> bool:
@@ -229,7 +250,8 @@ class Checkpointer:
         if not os.path.isdir(os.path.join(path, STATE)):
             raise CheckpointError(f"Could not restore checkpoint {path}: no {STATE}/ directory")
         try:
-            restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+            with _quiet_async_leftovers():
+                restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # orbax raises many types (IO, tensorstore, tree mismatch)
             raise CheckpointError(f"Could not restore checkpoint {path}: {one_line(e)}") from e
         return _decode_keys(restored[STATE], abstract_state)

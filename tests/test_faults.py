@@ -324,3 +324,44 @@ def test_another_experiments_workdir_is_refused_and_left_untouched(tmp_path, cap
     assert f"{run} holds another experiment ({run / 'config.json'} differs: " in err
     assert "method.name: 'cmc' -> 'factorcl'" in err
     assert _snapshot(run) == before and not (tmp_path / "data").exists()
+
+
+_KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from test_faults import _config, _method, _mesh, _pipeline
+from jaxmm import checkpoint as ckpt_lib
+from jaxmm import train as train_lib
+
+save = ckpt_lib.Checkpointer.save
+
+def save_then_die(self, step, *args, **kwargs):
+    out = save(self, step, *args, **kwargs)
+    if step == 4:  # the async write of step 4 is in flight: kill -9 now
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+
+ckpt_lib.Checkpointer.save = save_then_die
+cfg = _config({workdir!r}, steps=6, ckpt_every=2, log_every=1)
+train_lib.train(cfg, _method(), _pipeline(), mesh=_mesh())
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_checkpoint_write_then_resume_is_bitwise_exact(tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    code = _KILLED_RUN.format(tests=os.path.dirname(__file__), workdir=str(run))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    straight, straight_iter = _straight(tmp_path, 6)
+    resumed_iter = _pipeline()
+    cfg = _config(run, steps=6, ckpt_every=2, log_every=1)
+    resumed = train_lib.train(cfg, _method(), resumed_iter, mesh=_mesh())
+    _assert_equal(resumed, straight)
+    jax.tree.map(np.testing.assert_array_equal, next(resumed_iter), next(straight_iter))
+    assert not [n for n in os.listdir(run / "checkpoints") if ckpt_lib.TMP_MARKER in n]
+    assert [r["step"] for r in _rows(run)] == [1, 2, 3, 4, 5, 6]
