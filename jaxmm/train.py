@@ -42,11 +42,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tqdm
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxmm import checkpoint as ckpt_lib
+from jaxmm import progress
 from jaxmm.config import OptimizerConfig, TrainConfig
 from jaxmm.methods import base
 
@@ -505,7 +505,8 @@ def train(
         )
 
     metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "a") if is_main else None
-    bar = tqdm.tqdm(
+    bar = progress.bar(
+        desc="train",
         total=config.steps,
         initial=start,
         disable=not (config.progress and is_main),
