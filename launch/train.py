@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     run(cfg)
+    out = os.path.abspath(cfg.train.workdir)
+    log.info("Done: checkpoints in %s/checkpoints, metrics in %s/metrics.jsonl", out, out)
     return 0
 
 
