@@ -58,11 +58,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tqdm
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxmm import checkpoint as ckpt_lib
+from jaxmm import progress
 from jaxmm.config import OptimizerConfig, TrainConfig
 from jaxmm.methods import base
 
@@ -575,7 +575,8 @@ def train(
     if is_main:
         _truncate_metrics(metrics_path, start)
     metrics_file = open(metrics_path, "a") if is_main else None
-    bar = tqdm.tqdm(
+    bar = progress.bar(
+        desc="train",
         total=config.steps,
         initial=start,
         disable=not (config.progress and is_main),

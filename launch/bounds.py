@@ -36,9 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tqdm import tqdm
 
-from jaxmm import critics, estimators
+from jaxmm import critics, estimators, progress
 from jaxmm.data.gaussian import rho_for_mi, sample_correlated_gaussian
 
 DIMS = (20, 50, 100, 200)
@@ -408,7 +407,7 @@ def run(args) -> dict:
     total = args.steps_per_level * len(args.mi_levels)
     out = {c: [] for c in columns}
     start = time.perf_counter()
-    with tqdm(
+    with progress.bar(
         total=total, desc=f"bounds d={args.dim}", disable=args.no_progress, file=sys.stderr
     ) as bar:
         for level, mi in enumerate(args.mi_levels):

@@ -1,6 +1,6 @@
 """The main job: CoMM vs. Cross on bimodal Trifeature, redundancy / uniqueness / synergy.
 
-python -m launch.demo                                   # ~15 min on 2 idle CPU cores
+python -m launch.demo                                   # ~12 min on 2 idle CPU cores
 python -m launch.demo --methods comm,cross,cross_self --steps 1000 --out outputs/demo_long
 
 Reproduces the experiment of CoMM (Dufumier et al., ICLR 2025) Sec. 4.1 / Fig. 4 at a small scale:
@@ -331,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(result, f, indent=2)
-    print(f"Wrote {os.path.join(args.out, 'results.json')} and {png}")
+    runs = os.path.join(args.out, "runs")
+    print(f"Wrote {os.path.join(args.out, 'results.json')} and {png}; checkpoints in {runs}/")
     return 0
 
 

@@ -136,6 +136,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with open(args.out, "w") as f:
             json.dump(report, f, indent=2)
         print(f"\nWrote {args.out}")
+    else:
+        print("\nResults printed only; --out FILE saves them as JSON.")
     return report
 
 

@@ -42,7 +42,7 @@ import numpy as np
 
 from jaxmm import checkpoint as ckpt_lib
 from jaxmm import config as config_lib
-from jaxmm import experiment
+from jaxmm import experiment, progress
 from jaxmm.data import pipeline
 from launch import configs, logs
 from launch import train as launch_train
@@ -313,7 +313,6 @@ def run(cfg: experiment.ExperimentConfig, search: tuple_search.TupleSearchConfig
     """Runs (or resumes) the search of a `prepare`d config pair; see the module docstring."""
     import jax
     import jax.numpy as jnp
-    import tqdm
 
     from jaxmm import sample_optimization as so_lib
     from jaxmm import train as train_lib
@@ -394,7 +393,8 @@ def run(cfg: experiment.ExperimentConfig, search: tuple_search.TupleSearchConfig
             workdir,
         )
 
-        bar = tqdm.tqdm(
+        bar = progress.bar(
+            desc="search",
             total=search.rounds,
             initial=start,
             disable=not cfg.train.progress,

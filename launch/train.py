@@ -289,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             return 0
         run(cfg)
+        out = os.path.abspath(cfg.train.workdir)
+        log.info("Done: checkpoints in %s/checkpoints, metrics in %s/metrics.jsonl", out, out)
     except (ValueError, ckpt_lib.CheckpointError, OSError) as e:
         # Bad input: a config, a file or a work dir (CheckpointError is a ValueError).
         return _fail(e, args.verbose, 2)

@@ -7,6 +7,9 @@ _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
     os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Launch scripts turn on JAX's persistent compilation cache (launch/runtime.py); tests called
+# in-process must not write into the user's ~/.cache, and CI compiles from scratch each time.
+os.environ["JAXMM_CACHE_DIR"] = "off"
 
 from absl import flags  # noqa: E402
 

@@ -40,7 +40,7 @@ def test_registry_covers_every_paper_experiment():
         "factorcl_trifeature",
         "factorcl_ssl_synthetic",
         "factorcl_sup_synthetic",
-        "simclr_synthetic",
+        "cmc_synthetic",
         "crossself_synthetic",
         "supcon_synthetic",
         "comm3_vt",

@@ -12,12 +12,16 @@ needs neither TensorFlow nor the TFDS CLI; the data source plugs into
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 import jaxmm
+from jaxmm import progress
 
 __all__ = [
     "available",
@@ -28,6 +32,8 @@ __all__ = [
     "get_builder",
     "load_module",
 ]
+
+log = logging.getLogger(__name__)
 
 _MODULE_PREFIX = "jaxmm_datasets"
 _FILE_FORMAT = "array_record"
@@ -103,8 +109,29 @@ def build(
     dl_config = tfds.download.DownloadConfig(
         manual_dir=None if manual_dir is None else str(manual_dir)
     )
-    builder.download_and_prepare(download_config=dl_config, file_format=_FILE_FORMAT)
+    with _quiet_tfds():
+        builder.download_and_prepare(download_config=dl_config, file_format=_FILE_FORMAT)
     return builder
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+    """TFDS prints "Downloading and preparing dataset Unknown size" on stdout though our builders
+    generate (or read local files) and download nothing: that text goes to the DEBUG log. Its
+    progress bars are carriage-return redraws, kept on a terminal and turned off in a log."""
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.core.utils import tqdm_utils
+
+    shown = getattr(tqdm_utils, "_active", True)
+    tfds.display_progress_bar(shown and progress.is_terminal(sys.stderr))
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            yield
+    finally:
+        tfds.display_progress_bar(shown)
+        for line in out.getvalue().splitlines():
+            log.debug("tfds: %s", line)
 
 
 def data_source(name: str, split: str, data_dir: str | Path, config: Any = None):

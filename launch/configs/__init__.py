@@ -26,7 +26,8 @@ def _entries() -> dict[str, tuple[str, dict]]:
     for method in ("comm", "cross", "cross_self", "factorcl"):
         short = "crossself" if method == "cross_self" else method
         out[f"{short}_trifeature"] = ("trifeature", {"method": method})
-    for method in ("factorcl_ssl", "factorcl_sup", "simclr", "crossself", "supcon"):
+    # FactorCL's "SimCLR" baseline is cross-modal NT-Xent, i.e. our `cmc` (see synthetic.py).
+    for method in ("factorcl_ssl", "factorcl_sup", "cmc", "crossself", "supcon"):
         out[f"{method}_synthetic"] = ("synthetic", {"method": method})
     for method in ("comm", "factorcl", "tuple_infonce"):
         for dataset in ("mosi", "mosei", "humor", "sarcasm", "mimic", "vt"):
@@ -63,7 +64,7 @@ def method_name(name: str) -> str:
         return {
             "factorcl_ssl": "factorcl",
             "factorcl_sup": "factorcl",
-            "simclr": "cmc",
+            "cmc": "cmc",
             "crossself": "cross_self",
             "supcon": "supcon",
         }[kwargs["method"]]

@@ -12,8 +12,10 @@ modality, the tabular default of CoMM App. B.2.
 Method mapping. FactorCL's "SimCLR" baseline learns I(X1; X2) by contrasting the two modalities
 (Table 2, first row: only the (X1; X2) column is ticked): that is NT-Xent between modality
 embeddings, our `cmc` method with two modalities (`simclr` in jaxmm contrasts two augmented views
-of the fused input instead). FactorCL's SupCon contrasts the unimodal embeddings with labels; our
-`supcon` contrasts the two views' fused embeddings with labels (CoMM App. B.4).
+of the fused input instead). Its registry name is therefore `cmc_synthetic`; `method="simclr"`
+(the paper's name, used by `launch.repro_factorcl_synthetic`) is accepted as an alias.
+FactorCL's SupCon contrasts the unimodal embeddings with labels; our `supcon` contrasts the two
+views' fused embeddings with labels (CoMM App. B.4).
 
 Reported results (FactorCL Table 1: MI in bits between each learned representation and the ground
 truth latents, estimated by probing):
@@ -48,7 +50,7 @@ def _methods(smoke: bool) -> dict[str, MethodConfig]:
             "factorcl",
             FactorCLConfig(mode="sup", label_key="label", num_classes=2, critic_hidden=hidden),
         ),
-        "simclr": MethodConfig(
+        "cmc": MethodConfig(
             "cmc", CMCConfig(proj_dim=8 if smoke else 128, head_hidden_dims=(hidden,))
         ),
         "crossself": MethodConfig(
@@ -59,6 +61,8 @@ def _methods(smoke: bool) -> dict[str, MethodConfig]:
 
 
 METHODS = tuple(_methods(True))
+# FactorCL's name for its cross-modal NT-Xent baseline -> our method of that loss.
+ALIASES = {"simclr": "cmc"}
 
 
 def _model(smoke: bool) -> ModelConfig:
@@ -75,11 +79,12 @@ def _model(smoke: bool) -> ModelConfig:
 
 
 def get_config(variant: str | None = None, *, method: str = "factorcl_ssl") -> ExperimentConfig:
-    """The synthetic experiment of `method` (factorcl_ssl | factorcl_sup | simclr | crossself |
-    supcon)."""
+    """The synthetic experiment of `method` (factorcl_ssl | factorcl_sup | cmc, alias simclr |
+    crossself | supcon)."""
     common.check_variant("synthetic", variant, VARIANTS)
     smoke = variant == common.SMOKE
     methods = _methods(smoke)
+    method = ALIASES.get(method, method)
     if method not in methods:
         raise ValueError(f"synthetic: unknown method {method!r}; methods: {sorted(methods)}")
     name = f"{method}_synthetic"
