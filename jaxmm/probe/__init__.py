@@ -26,8 +26,9 @@ error. In scikit-learn's convention (``C * sum_i loss_i + ||w||^2 / 2``) this is
 
 The L2 strength is picked on a validation hold-out carved out of the training set (stratified by
 class for classification, random otherwise) by the task's selection metric, with all strengths of
-the grid fitted at once under ``jax.vmap``; the probe is then refitted on train + validation with
-the chosen strength and evaluated once on the test set.
+the grid fitted in one XLA program as a path warm-started from the strongest strength down; each
+L-BFGS fit stops on a gradient-norm tolerance (or a stall, or its cap, with a warning). The probe
+is then refitted on train + validation with the chosen strength and evaluated once on the test set.
 
 The package is split along those ideas: `jaxmm.probe.tasks` (task / result containers, input
 checks), `jaxmm.probe.fitting` (the fits of objective (*)), `jaxmm.probe.metrics`,
@@ -56,12 +57,20 @@ from jaxmm.probe.metrics import (
     roc_auc_ovr,
 )
 from jaxmm.probe.reporting import format_table
-from jaxmm.probe.selection import DEFAULT_L2_GRID, probe, probe_many, random_split, stratified_split
+from jaxmm.probe.selection import (
+    DEFAULT_L2_GRID,
+    ProbeConvergenceWarning,
+    probe,
+    probe_many,
+    random_split,
+    stratified_split,
+)
 from jaxmm.probe.tasks import ProbeResult, ProbeTask
 
 __all__ = [
     "DEFAULT_L2_GRID",
     "LinearFit",
+    "ProbeConvergenceWarning",
     "ProbeResult",
     "ProbeTask",
     "accuracy",
