@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from launch import bounds
+from jaxmm.experiments import bounds
+from launch import bounds as bounds_cli
 
 TINY = [
     "--mi-levels",
@@ -30,7 +31,8 @@ TINY = [
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bounds")
-    result = bounds.main(["--out", str(out), "--all-bounds", "--seed", "3", *TINY])
+    args = bounds_cli.parse_args(["--out", str(out), "--all-bounds", "--seed", "3", *TINY])
+    result = bounds.run_and_report(args)
     with open(out / "bounds.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     return out, result, rows
@@ -83,7 +85,7 @@ def test_summary_is_the_late_window_mean(tiny_run):
 
 
 def test_same_seed_same_numbers():
-    args = bounds.parse_args(
+    args = bounds_cli.parse_args(
         [
             "--mi-levels",
             "2",
@@ -142,7 +144,7 @@ def test_chunk_size_divides_steps():
 
 def test_cli_rejects_bad_options(capsys):
     with pytest.raises(SystemExit) as e:
-        bounds.parse_args(["--help"])
+        bounds_cli.parse_args(["--help"])
     assert e.value.code == 0
     for bad in (
         ["--dim", "30"],
@@ -151,6 +153,6 @@ def test_cli_rejects_bad_options(capsys):
         ["--critic", "bilinear"],
     ):
         with pytest.raises(SystemExit) as e:
-            bounds.parse_args(bad)
+            bounds_cli.parse_args(bad)
         assert e.value.code == 2
     capsys.readouterr()

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from launch import demo
+from jaxmm.experiments import demo
+from launch import demo as demo_cli
 
 
 def _report(**scores):
@@ -38,14 +39,14 @@ def test_summary_averages_the_two_uniqueness_tasks_in_percent():
 
 
 def test_unknown_method_is_one_error(capsys):
-    assert demo.main(["--methods", "comm,clip", "--tiny"]) == 2
+    assert demo_cli.main(["--methods", "comm,clip", "--tiny"]) == 2
     err = capsys.readouterr().err
     assert "clip" in err and "comm" in err
 
 
 def test_tiny_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    rc = demo.main(
+    rc = demo_cli.main(
         [
             "--tiny",
             "--methods",
@@ -74,4 +75,4 @@ def test_tiny_demo_runs_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_full_demo(tmp_path):
-    assert demo.main(["--out", str(tmp_path / "demo"), "--no-progress"]) == 0
+    assert demo_cli.main(["--out", str(tmp_path / "demo"), "--no-progress"]) == 0

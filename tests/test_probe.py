@@ -118,14 +118,51 @@ def test_logistic_matches_sklearn_with_equivalent_c():
     np.testing.assert_allclose(probs, ref.predict_proba(x), atol=1e-4)
 
 
-def test_logistic_path_vmap_equals_separate_fits():
+def test_logistic_path_warm_start_equals_separate_fits():
+    # The path is warm-started from the strongest strength down; in float64 (as `probe` fits)
+    # each strength must land where a cold fit from zero does.
     x, y, _ = _small_problem()
-    grid = np.array([1e-3, 5e-2, 1.0], np.float32)
-    path = P.fit_logistic_path(x, y, grid, num_classes=3, tol=1e-6)
-    for i, lam in enumerate(grid):
-        one = P.fit_logistic(x, y, lam, num_classes=3, tol=1e-6)
-        np.testing.assert_allclose(path.w[i], one.w, atol=1e-5)
-        np.testing.assert_allclose(path.b[i], one.b, atol=1e-5)
+    grid = np.array([1e-3, 5e-2, 1.0])
+    with jax.enable_x64(True):
+        path = P.fit_logistic_path(x.astype(np.float64), y, grid, num_classes=3, tol=1e-8)
+        for i, lam in enumerate(grid):
+            one = P.fit_logistic(x.astype(np.float64), y, lam, num_classes=3, tol=1e-8)
+            np.testing.assert_allclose(path.w[i], one.w, atol=1e-5)
+            np.testing.assert_allclose(path.b[i], one.b, atol=1e-5)
+    assert bool(np.all(path.converged))
+
+
+def test_probe_fit_converges_to_sklearn_solution_below_tolerance():
+    # The demo's failure mode (issue 16): fits stopping at the iteration cap. The probe's final
+    # fit must stop on a tolerance, with the gradient norm it reports, at the optimum of the same
+    # penalised objective as scikit-learn's (C = 1 / (l2 n), n = all training rows).
+    rng = np.random.default_rng(9)
+    a = rng.normal(size=(D, K))
+    x_tr, y_tr = _linear_task(rng, N_TRAIN, a, noise=1.0)
+    x_te, y_te = _linear_task(rng, 500, a, noise=1.0)
+    task = P.ProbeTask("lin", "classification", num_classes=K)
+    res = P.probe(x_tr, y_tr, x_te, y_te, task)
+    info = res.fit_info
+    assert info["converged"] and info["num_iter"] < info["max_iter"]
+    assert all(info["path_converged"]) and len(info["path_num_iter"]) == len(P.DEFAULT_L2_GRID)
+    mean, std = x_tr.mean(0), x_tr.std(0)
+    z_tr, z_te = (x_tr - mean) / std, (x_te - mean) / std
+    ref = LogisticRegression(C=1.0 / (res.l2 * N_TRAIN), tol=1e-10, max_iter=10_000)
+    ref.fit(z_tr, y_tr)
+    with jax.enable_x64(True):
+        fit = P.fit_logistic(z_tr.astype(np.float64), y_tr, res.l2, num_classes=K)
+    assert float(fit.grad_norm) < P.fitting.TOL or int(fit.num_iter) < P.fitting.MAX_ITER
+    np.testing.assert_allclose(np.asarray(fit.w), ref.coef_.T, atol=1e-3)
+    acc_ref = skm.balanced_accuracy_score(y_te, ref.predict(z_te))
+    assert res.metrics["balanced_accuracy"] == pytest.approx(acc_ref, abs=0.005)
+
+
+def test_probe_warns_when_a_fit_hits_its_cap():
+    x, y, _ = _small_problem()
+    task = P.ProbeTask("t", "classification", num_classes=3)
+    with pytest.warns(P.ProbeConvergenceWarning, match="'t': final fit at l2=0.001"):
+        res = P.probe(x, y, x, y, task, l2_grid=(1e-3,), max_iter=2)
+    assert res.fit_info["num_iter"] == 2 and not res.fit_info["converged"]
 
 
 def test_multilabel_equals_independent_binary_fits():

@@ -7,12 +7,13 @@ import os
 import numpy as np
 import pytest
 
-from launch import repro_factorcl_synthetic as repro
+from jaxmm.experiments import repro_factorcl_synthetic as repro
+from launch import repro_factorcl_synthetic as repro_cli
 
 
 def test_main_writes_fig1_table1_png_and_json(tmp_path, capsys):
     out = tmp_path / "out"
-    rc = repro.main(
+    rc = repro_cli.main(
         [
             "--out",
             str(out),
@@ -89,7 +90,7 @@ def test_latent_information_is_zero_for_independent_features():
     ],
 )
 def test_bad_arguments_exit_2(tmp_path, capsys, argv, match):
-    assert repro.main(["--out", str(tmp_path), *argv]) == 2
+    assert repro_cli.main(["--out", str(tmp_path), *argv]) == 2
     assert match in capsys.readouterr().err
 
 

@@ -12,9 +12,10 @@ import pytest
 from jaxmm import checkpoint as ckpt_lib
 from jaxmm import experiment as ex
 from jaxmm import probe_checkpoint as pc
+from jaxmm.experiments import search as launch_search
 from jaxmm.methods.tuple_infonce import DEFAULT_BETA, PIXEL_LEVEL
 from launch import configs
-from launch import search as launch_search
+from launch import search as search_cli
 from launch.configs import tuple_search
 
 NAME = "tuple_infonce_trifeature_search"
@@ -46,7 +47,7 @@ def _expected_first_mu(rec, std, lr):
 def test_smoke_search_logs_checkpoints_and_resumes(tmp_path, caplog, capsys):
     workdir, data = str(tmp_path / "run"), str(tmp_path / "data")
     argv = ["--config", NAME, "--variant", "smoke", "--workdir", workdir, "--data-dir", data]
-    assert launch_search.main(argv) == 0
+    assert search_cli.main(argv) == 0
     recs = _log(workdir)
     search = tuple_search.get_search_config("smoke")
     assert [r["round"] for r in recs] == [0, 1] and [r["group"] for r in recs] == ["alpha", "beta"]
@@ -94,7 +95,7 @@ def test_smoke_search_logs_checkpoints_and_resumes(tmp_path, caplog, capsys):
 
     # Second invocation with one more round: resumes at round 2, rounds 0 and 1 are not redone.
     caplog.set_level("INFO")
-    args = launch_search._parser().parse_args([*argv, "--set", "search.rounds=3"])
+    args = search_cli._parser().parse_args([*argv, "--set", "search.rounds=3"])
     cfg3, search3 = launch_search.build_configs(args)
     launch_search.prepare(cfg3, search3)
     result = launch_search.run(cfg3, search3)
@@ -118,28 +119,28 @@ def test_smoke_search_logs_checkpoints_and_resumes(tmp_path, caplog, capsys):
         rtol=1e-6,
     )
     capsys.readouterr()
-    assert launch_search.main([*argv, "--no-resume"]) == 2
+    assert search_cli.main([*argv, "--no-resume"]) == 2
     assert "already holds search checkpoints" in capsys.readouterr().err
 
 
 def test_bad_command_lines_fail_before_compute(capsys):
     smoke = ["--config", NAME, "--variant", "smoke"]
-    assert launch_search.main([*smoke, "--set", "search.num_candidats=3"]) == 2
+    assert search_cli.main([*smoke, "--set", "search.num_candidats=3"]) == 2
     assert "'num_candidats'" in capsys.readouterr().err
-    assert launch_search.main([*smoke, "--set", "search.num_candidates=1"]) == 2
+    assert search_cli.main([*smoke, "--set", "search.num_candidates=1"]) == 2
     assert "num_candidates must be >= 2" in capsys.readouterr().err
-    assert launch_search.main([*smoke, "--set", "optimizer.lrr=1"]) == 2
+    assert search_cli.main([*smoke, "--set", "optimizer.lrr=1"]) == 2
     assert "'optimizer.lrr'" in capsys.readouterr().err
-    assert launch_search.main(["--config", "comm_trifeature"]) == 2
+    assert search_cli.main(["--config", "comm_trifeature"]) == 2
     assert "not a search config" in capsys.readouterr().err
 
 
 def test_list_and_print_config(capsys):
-    assert launch_search.main(["--list"]) == 0
+    assert search_cli.main(["--list"]) == 0
     out = capsys.readouterr().out
     assert NAME in out and "tuple_infonce_mosi_search" in out and "comm_trifeature" not in out
     assert (
-        launch_search.main(
+        search_cli.main(
             [
                 *["--config", NAME, "--variant", "smoke"],
                 "--print-config",

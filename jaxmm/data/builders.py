@@ -40,8 +40,12 @@ _FILE_FORMAT = "array_record"
 
 
 def datasets_dir() -> Path:
-    """The repository's `datasets/` folder (repo root = parent of the `jaxmm` package)."""
-    return Path(jaxmm.__file__).resolve().parents[1] / "datasets"
+    """The `datasets/` folder: the repository's (repo root = parent of the `jaxmm` package) in a
+    checkout or editable install, else the copy a `pip install .` puts under
+    ``<prefix>/share/jaxmm/datasets`` (pyproject's ``data-files``)."""
+    repo = Path(jaxmm.__file__).resolve().parents[1] / "datasets"
+    installed = Path(sys.prefix) / "share" / "jaxmm" / "datasets"
+    return repo if repo.is_dir() or not installed.is_dir() else installed
 
 
 def available() -> list[str]:

@@ -1,0 +1,312 @@
+"""The main job: CoMM vs. Cross on bimodal Trifeature, redundancy / uniqueness / synergy.
+
+python -m launch.demo                                   # ~12 min on 2 idle CPU cores
+python -m launch.demo --methods comm,cross,cross_self --steps 1000 --out outputs/demo_long
+
+Reproduces the experiment of CoMM (Dufumier et al., ICLR 2025) Sec. 4.1 / Fig. 4 at a small scale:
+
+* Experiment 1 (redundancy, uniqueness): pre-train each method on the unbiased pairs that share
+  their shape (`trifeature/px32`), then linear-probe ``shape`` (R) and ``texture1`` /
+  ``texture2`` (U) on frozen embeddings; chance 10%.
+* Experiment 2 (synergy): pre-train on the *biased* pairs (`trifeature/px32_biased`: every
+  training pair respects a texture -> colour mapping), then probe ``synergy`` (does the pair
+  respect the mapping?) fitted on unbiased training pairs, tested on the unbiased test pairs;
+  reported as balanced accuracy, chance 50%.
+
+Each run goes through `launch.train` (config validation, the jaxmm trainer, orbax checkpoints in
+``<out>/runs/<method>_<experiment>``) and is then probed from its checkpoint directory alone
+(`jaxmm.probe_checkpoint`), exactly as ``python -m launch.probe --workdir ...`` would. Outputs:
+``<out>/results.json`` (every probe, timings, the configs) and ``<out>/rus.png`` (bar chart).
+
+The default scale (a 16-64 channel AlexNet at 32 px, a 64-wide fusion Transformer, 400 steps of
+batch 64 -- about 2.5 epochs of the 10 000 pairs -- at learning rate 1e-3) is what fits in about
+15 minutes on two CPU cores; the paper trains a 512-d AlexNet on 224 px images for 100 epochs
+(`launch.train --config comm_trifeature --variant paper`). See docs/results.md for the measured
+numbers and how they compare with the paper's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from typing import Any
+
+PAPER_RUS: dict[str, dict[str, float]] = {
+    "cross": {"redundancy": 100.0, "uniqueness": 11.6, "synergy": 50.0},
+    "cross_self": {"redundancy": 99.7, "uniqueness": 86.9, "synergy": 50.0},
+    "factorcl": {"redundancy": 99.8, "uniqueness": 62.5, "synergy": 46.5},
+    "comm": {"redundancy": 99.9, "uniqueness": 87.8, "synergy": 71.9},
+}
+
+
+METHOD_LABELS = {
+    "comm": "CoMM",
+    "cross": "Cross",
+    "cross_self": "Cross+Self",
+    "factorcl": "FactorCL",
+}
+
+
+GROUPS = ("redundancy", "uniqueness", "synergy")
+
+
+EXPERIMENTS = (
+    ("rus", None, ("shape", "texture1", "texture2")),
+    ("synergy", "biased", ("synergy",)),
+)
+
+
+_REGISTRY = {
+    "comm": "comm_trifeature",
+    "cross": "cross_trifeature",
+    "cross_self": "crossself_trifeature",
+    "factorcl": "factorcl_trifeature",
+}
+
+
+log = logging.getLogger("launch.demo")
+
+
+def demo_config(method: str, variant: str | None, args: argparse.Namespace):
+    """The `ExperimentConfig` of one demo run: the registry's Trifeature config, made smaller."""
+    from jaxmm import experiment
+    from jaxmm.methods.baselines import CrossSelfConfig
+    from jaxmm.models import FusionConfig, HeadConfig
+    from launch import configs
+
+    if method not in _REGISTRY:
+        raise ValueError(f"--methods: unknown method {method!r}; choose from {sorted(_REGISTRY)}")
+    name = _REGISTRY[method]
+    if args.tiny:
+        cfg = configs.get_config(name, "smoke")
+        if variant == "biased":
+            cfg = dataclasses.replace(
+                cfg, data=dataclasses.replace(cfg.data, builder_config="px32_biased")
+            )
+    else:
+        cfg = configs.get_config(name, variant)
+        channels = tuple(int(c) for c in args.channels.split(","))
+        w = args.width
+        mods = tuple(
+            dataclasses.replace(
+                m, encoder_kwargs={**m.encoder_kwargs, "channels": channels, "out_dim": w}
+            )
+            for m in cfg.model.modalities
+        )
+        model = dataclasses.replace(
+            cfg.model,
+            modalities=mods,
+            fusion=FusionConfig(width=w, num_layers=1, num_heads=4),
+            head=HeadConfig((w,), w),
+        )
+        mcfg = cfg.method.config
+        if method == "cross":
+            mcfg = dataclasses.replace(mcfg, proj_dim=w)
+        elif method == "cross_self":
+            mcfg = CrossSelfConfig(proj_dim=w, head_hidden_dims=(4 * w, 4 * w))
+        elif method == "factorcl":
+            mcfg = dataclasses.replace(mcfg, critic_hidden=4 * w)
+        cfg = dataclasses.replace(
+            cfg, model=model, epochs=None, method=dataclasses.replace(cfg.method, config=mcfg)
+        )
+    exp = "synergy" if variant == "biased" else "rus"
+    workdir = os.path.join(args.out, "runs", f"{method}_{exp}")
+    cfg = dataclasses.replace(cfg, name=f"demo_{method}_{exp}", epochs=None)
+    return experiment.override(
+        cfg,
+        [
+            f"train.steps={args.steps}",
+            f"train.batch_size={args.batch_size}",
+            f"train.workdir={workdir}",
+            "train.ckpt_every=0",
+            "train.keep=1",
+            f"train.log_every={max(1, min(50, args.steps))}",
+            f"train.seed={args.seed}",
+            f"train.progress={not args.no_progress}",
+            f"data.seed={args.seed}",
+            f"data.data_dir={args.data_dir}",
+            f"optimizer.lr={args.lr}",
+            "optimizer.schedule=constant",
+            "optimizer.warmup_steps=0",
+        ],
+    )
+
+
+def run_one(cfg) -> tuple[dict[str, Any], dict[str, float]]:
+    """Pre-trains `cfg` from scratch through launch.train, then probes its checkpoint."""
+    from jaxmm import probe_checkpoint as pc
+    from launch import train as train_launch
+
+    shutil.rmtree(cfg.train.workdir, ignore_errors=True)
+    t0 = time.perf_counter()
+    train_launch.prepare(cfg)
+    train_launch.run(cfg)
+    t_train = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    run = pc.load_run(cfg.train.workdir)
+    exp = {e[0]: e for e in EXPERIMENTS}["synergy" if cfg.name.endswith("synergy") else "rus"]
+    report = pc.probe_run(run, tasks=list(exp[2]))
+    return report, {"train": t_train, "probe": time.perf_counter() - t0}
+
+
+def summarise(reports: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """{method: {group: {"value", "chance"}}} in % from the experiments' probe reports."""
+    from jaxmm import probe_checkpoint as pc
+
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for key, report in reports.items():
+        method = key.rsplit("_", 1)[0]
+        for group, names in pc.RUS_TASKS.items():
+            if not all(n in report["tasks"] for n in names):
+                continue
+            vals = [report["tasks"][n]["metrics"]["balanced_accuracy"] for n in names]
+            chance = [report["tasks"][n]["chance"]["balanced_accuracy"] for n in names]
+            out.setdefault(method, {})[group] = {
+                "value": 100 * sum(vals) / len(vals),
+                "chance": 100 * sum(chance) / len(chance),
+            }
+    return out
+
+
+def format_summary(summary: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Side-by-side table: measured R/U/S (balanced accuracy, %) next to the paper's Fig. 4."""
+    rows = [("method", *(f"{g} (paper)" for g in GROUPS))]
+    chance = {}
+    for method, groups in summary.items():
+        cells = []
+        for g in GROUPS:
+            if g in groups:
+                chance[g] = groups[g]["chance"]
+                paper = PAPER_RUS.get(method, {}).get(g)
+                cells.append(f"{groups[g]['value']:5.1f}" + (f" ({paper:5.1f})" if paper else ""))
+            else:
+                cells.append("-")
+        rows.append((METHOD_LABELS.get(method, method), *cells))
+    rows.append(("chance", *(f"{chance[g]:5.1f}" if g in chance else "-" for g in GROUPS)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def plot(summary: dict[str, dict[str, dict[str, float]]], path: str, title: str) -> None:
+    """Grouped bars (one group per interaction, one bar per method), chance as dashed lines and
+    the paper's values as black markers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    methods = list(summary)
+    x = np.arange(len(GROUPS))
+    width = 0.8 / max(len(methods), 1)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, method in enumerate(methods):
+        offs = x - 0.4 + width * (i + 0.5)
+        vals = [summary[method].get(g, {}).get("value", np.nan) for g in GROUPS]
+        ax.bar(offs, vals, width, label=METHOD_LABELS.get(method, method))
+        paper = [PAPER_RUS.get(method, {}).get(g, np.nan) for g in GROUPS]
+        ax.scatter(
+            offs,
+            paper,
+            marker="_",
+            s=300,
+            color="black",
+            zorder=3,
+            label="paper (CoMM Fig. 4)" if i == 0 else None,
+        )
+    for j, g in enumerate(GROUPS):
+        levels = [summary[m][g]["chance"] for m in methods if g in summary[m]]
+        if levels:
+            ax.hlines(
+                levels[0],
+                j - 0.45,
+                j + 0.45,
+                linestyles="dashed",
+                colors="grey",
+                label="chance" if j == 0 else None,
+            )
+    ax.set_xticks(x, ["redundancy\n(shape)", "uniqueness\n(texture1/2)", "synergy\n(mapping)"])
+    ax.set_ylabel("linear-probe balanced accuracy (%)")
+    ax.set_ylim(0, 118)  # headroom so the legend row clears the paper's ~100% markers
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="upper center", ncol=4, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the experiment of `args` (the launch script's namespace); returns the exit code."""
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    try:
+        plan = [
+            (m, exp, demo_config(m, variant, args))
+            for m in methods
+            for exp, variant, _ in EXPERIMENTS
+        ]
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    os.makedirs(args.out, exist_ok=True)
+    t_start = time.perf_counter()
+    reports, timings = {}, {}
+    for method, exp, cfg in plan:
+        log.info(
+            "%s / %s: pre-training %d steps of batch %d on %s/%s",
+            method,
+            exp,
+            cfg.train.steps,
+            cfg.train.batch_size,
+            cfg.data.builder,
+            cfg.data.builder_config,
+        )
+        reports[f"{method}_{exp}"], timings[f"{method}_{exp}"] = run_one(cfg)
+        t = timings[f"{method}_{exp}"]
+        log.info(
+            "%s / %s: trained in %.0f s, probed in %.0f s", method, exp, t["train"], t["probe"]
+        )
+        # Partial results survive an interrupted demo.
+        with open(os.path.join(args.out, "partial.json"), "w") as f:
+            json.dump({"summary": summarise(reports), "seconds": timings}, f, indent=2)
+    summary = summarise(reports)
+    total = time.perf_counter() - t_start
+    table = format_summary(summary)
+    scale = (
+        "tiny smoke scale"
+        if args.tiny
+        else f"px32, AlexNet {args.channels}, width {args.width}, {args.steps} steps x batch "
+        f"{args.batch_size}, lr {args.lr:g}"
+    )
+    print(
+        f"\nBimodal Trifeature, linear probes (balanced accuracy %, paper values in brackets: "
+        f"224 px, AlexNet-512, 100 epochs)\n{scale}\n\n{table}\n\nTotal time {total:.0f} s"
+    )
+    png = os.path.join(args.out, "rus.png")
+    plot(summary, png, f"Bimodal Trifeature R/U/S — {scale}")
+    result = {
+        "summary": summary,
+        "paper": PAPER_RUS,
+        "table": table,
+        "scale": scale,
+        "seconds": {"total": total, **timings},
+        "reports": reports,
+        "configs": {f"{m}_{e}": c.to_dict() for m, e, c in plan},
+    }
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    runs = os.path.join(args.out, "runs")
+    print(f"Wrote {os.path.join(args.out, 'results.json')} and {png}; checkpoints in {runs}/")
+    return 0
