@@ -11,7 +11,7 @@ of array (tabular MLP, sequence Transformer, image AlexNet, all of width W =
 `model.fusion.width`, 128), the views (Gaussian noise sigma 1.0 on standardised tabular
 features: `data.tabular_sigma`; sigma 0.5 + 0-80% step drop on sequences: `data.sequence_sigma`;
 a random resized crop on images: `data.image_augment`) and the schedule (AdamW 1e-3, cosine,
-batch 256, 600 steps). Measured on scikit-learn's digits as two 32-feature views:
+batch 256, 300 steps). Measured on scikit-learn's digits as two 32-feature views:
 docs/results_own_data.md.
 
 Variant "smoke": W = 8, 4 steps at batch 8 (seconds on CPU).
