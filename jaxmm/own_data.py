@@ -29,7 +29,8 @@ noise of std `data.tabular_sigma` = 1.0 on the standardised tabular features (si
 CoMM App. B.2 value for raw features, makes the task trivial on standardised ones: measured in
 docs/results_own_data.md), `data.sequence_sigma` = 0.5 plus dropping 0-80% of the steps on
 sequences (CoMM App. C.1), a random resized crop (25-100% of the area) on images. AdamW at lr
-1e-3 with 50 warm-up steps and cosine decay, batch 256, 300 steps (docs/results_own_data.md: 600 steps add 0.6 point on digits at twice the time).
+1e-3 with 50 warm-up steps and cosine decay, batch 256, 300 steps (600 steps add 0.6 point on
+digits at twice the time: docs/results_own_data.md).
 """
 
 from __future__ import annotations

@@ -209,8 +209,9 @@ def test_python_fit_in_memory_sequence_and_image_then_launch_probe(tmp_path):
     assert cfg.data.path == os.path.join(workdir, own_data.DATA_FILE)
     saved = pc.load_run(workdir).config
     assert saved == cfg  # the full experiment config, with the statistics, in the checkpoint
-    assert launch_probe.main(["--workdir", workdir]) == 0
-    report = own_data.probe(workdir)
-    assert report["tasks"]["y"]["num_classes"] == 3
+    out = os.path.join(workdir, "probe.json")
+    assert launch_probe.main(["--workdir", workdir, "--out", out]) == 0
+    with open(out) as f:
+        assert json.load(f)["tasks"]["y"]["num_classes"] == 3
     emb = own_data.embed(workdir)
     np.testing.assert_array_equal(emb["train_y"], y[emb["train_index"]])
