@@ -192,6 +192,8 @@ def _parse_str(text: str, tp: Any) -> Any:
         elem = args[0] if args else Any
         values = [_parse_str(s, elem) for s in items]
         return tuple(values) if (origin or tp) is tuple else values
+    if _is_dataclass_type(tp) and hasattr(tp, "from_str"):  # e.g. ModalityData from a key
+        return tp.from_str(text)
     if tp is bool:
         if text.lower() in _TRUE:
             return True

@@ -42,6 +42,7 @@ import numpy as np
 
 from jaxmm import config as config_lib
 from jaxmm.config import DistributedConfig, OptimizerConfig, TrainConfig
+from jaxmm.data import arrays as arrays_lib
 from jaxmm.data import augment as aug_lib
 from jaxmm.data import builders, pipeline
 from jaxmm.methods import base
@@ -59,13 +60,16 @@ __all__ = [
     "build_eval_source",
     "build_method",
     "build_train_iterator",
+    "arrays_dataset",
     "check_batch_vs_examples",
     "check_run",
     "data_spec",
+    "dataset_features",
     "example_spec",
     "num_train_examples",
     "override",
     "resolve_builder_config",
+    "resolve_data",
     "resolve_steps",
     "train_config",
     "validate",
@@ -80,6 +84,9 @@ _AUGMENT_PRESETS: dict[str, dict[str, Any]] = {
     aug_lib.IMAGE: {
         "simclr": lambda s: aug_lib.simclr_image_augmentations(strength=s),
         "unique": lambda s: aug_lib.unique_image_augmentations(strength=s),
+        # Geometric only, for any channel count and standardised values (.npz images): colour
+        # jitter assumes RGB in [0, 1].
+        "crop": lambda s: [("random_resized_crop", {"scale": (0.25, 1.0)})],
         "none": lambda s: [],
     },
     aug_lib.TIME_SERIES: {
@@ -103,6 +110,10 @@ _DEFAULT_AUGMENT = {
     aug_lib.TABULAR: "noise",
     aug_lib.TOKENS: "none",
 }
+# `DataConfig.builder` of the `<method>_arrays` configs, whose data come from `data.path` alone.
+ARRAYS_BUILDER = "npz"
+# Kind "auto": inferred from the array's rank by `resolve_data` (data from a .npz, `data.path`).
+AUTO = "auto"
 # Feature rank (without batch) each kind expects from the dataset.
 _KIND_RANK = {aug_lib.IMAGE: 3, aug_lib.TIME_SERIES: 2, aug_lib.TABULAR: 1, aug_lib.TOKENS: 1}
 
@@ -112,12 +123,24 @@ class ModalityData:
     """One example field used as a modality, and how each training view augments it."""
 
     name: str  # example field (also the modality's name in batch["viewN"]["x"] and the model)
-    kind: Literal["image", "time_series", "tabular", "tokens"]  # decides the augmentation set
+    kind: Literal["image", "time_series", "tabular", "tokens", "auto"] = AUTO  # decides the
+    #                           augmentation set; "auto": from the .npz array's rank (data.path)
     augment: str = "default"  # preset: image simclr|unique|none; time_series noise_drop|noise|drop|
     #                           crop|none; tabular noise|none; "default" = the kind's CoMM default
     strength: float = 1.0  # image colour-jitter strength; noise sigma = 0.1 * strength
 
+    @classmethod
+    def from_str(cls, text: str) -> ModalityData:
+        """`--set data.modalities=a,b`: each name a modality of kind "auto" (a .npz key)."""
+        if not text or any(c in text for c in "=(){}[] "):
+            raise ValueError(f"not a modality name: {text!r}")
+        return cls(text, AUTO)
+
     def __post_init__(self):
+        if self.kind == AUTO:
+            if self.augment != "default":
+                raise ValueError(f"modality {self.name!r}: kind 'auto' takes augment 'default'")
+            return
         presets = _AUGMENT_PRESETS.get(self.kind)
         if presets is None:
             raise ValueError(
@@ -159,6 +182,16 @@ class DataConfig:
     seed: int = 0  # shuffling and augmentation draws
     num_workers: int = 0  # grain worker processes (0 = in-process)
     eval_batch_size: int = 256  # global batch of evaluation passes
+    # --- A user's own arrays (jaxmm.data.arrays; README "Your own data"). With `path` set, the
+    # data come from that .npz instead of `builder`; `resolve_data` infers modalities and labels.
+    path: str | None = None  # the .npz file (stored absolute)
+    test_fraction: float = 0.2  # seeded stratified test share when the file has no 'split'
+    tabular_sigma: float = 1.0  # Gaussian noise std on standardised (N, d) modalities
+    sequence_sigma: float = 0.5  # Gaussian noise std on standardised (N, T, d) modalities
+    image_augment: str = "crop"  # preset for (N, H, W, C) modalities: crop | none
+    # Set by `resolve_data`, never by hand: the file's SHA-1, split, per-modality training
+    # mean / std, label classes. Probes and embeddings standardise with these.
+    stats: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         names = [m.name for m in self.modalities]
@@ -177,6 +210,12 @@ def data_spec(data: DataConfig) -> pipeline.DataSpec:
         raise ValueError(
             "DataConfig.modalities is empty: name the example fields used as modalities"
         )
+    auto = [m.name for m in data.modalities if m.kind == AUTO]
+    if auto:
+        raise ValueError(
+            f"modalities {auto} have kind 'auto', which only data read from a .npz "
+            "(data.path, resolved by jaxmm.experiment.resolve_data) can infer"
+        )
     joint = ()
     if data.joint_augment != "none":
         seq = [m.name for m in data.modalities if m.kind in (aug_lib.TIME_SERIES, aug_lib.TOKENS)]
@@ -186,10 +225,16 @@ def data_spec(data: DataConfig) -> pipeline.DataSpec:
                 f"modalities, got {seq}"
             )
         joint = ((data.joint_augment, {"modalities": tuple(seq)}),)
+    specs = {m.name: pipeline.ModalitySpec(m.kind, m.augmentations()) for m in data.modalities}
+    if data.path is not None:  # .npz images arrive standardised, with any number of channels
+        for m in data.modalities:
+            if m.kind == aug_lib.IMAGE:
+                c = data.stats["modalities"][m.name]["shape"][-1]
+                specs[m.name] = pipeline.ModalitySpec(
+                    m.kind, m.augmentations(), (0.0,) * c, (1.0,) * c
+                )
     return pipeline.DataSpec(
-        modalities={
-            m.name: pipeline.ModalitySpec(m.kind, m.augmentations()) for m in data.modalities
-        },
+        modalities=specs,
         labels=tuple(data.labels),
         joint_augment=joint,
     )
@@ -232,9 +277,16 @@ def resolve_builder_config(data: DataConfig) -> Any:
 
 
 def _builder(data: DataConfig):
+    if data.path is not None:
+        return _arrays_dataset(data)
     return builders.get_builder(
         data.builder, data_dir=data.data_dir, config=resolve_builder_config(data)
     )
+
+
+def dataset_features(data: DataConfig) -> Mapping[str, Any]:
+    """The dataset's declared features (TFDS `info.features`, or those of a .npz file)."""
+    return _builder(data).info.features
 
 
 def _ensure_built(data: DataConfig):
@@ -246,6 +298,149 @@ def _ensure_built(data: DataConfig):
     )
     return builders.build(
         data.builder, data.data_dir, config=resolve_builder_config(data), manual_dir=data.manual_dir
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# A user's arrays (.npz): the data-dependent parts of a config, filled in once.
+
+# A few opened files (a run opens its file for validation, training and both probe splits).
+_ARRAYS_CACHE: dict[tuple, arrays_lib.ArraysDataset] = {}
+
+
+def _arrays_dataset(data: DataConfig) -> arrays_lib.ArraysDataset:
+    if not data.stats:
+        raise ValueError(
+            f"data.path {data.path!r} is not resolved yet: call "
+            "jaxmm.experiment.resolve_data(cfg) (launch.train does)"
+        )
+    key = (data.path, data.stats.get("sha1"), data.seed, data.test_fraction)
+    key += (json.dumps(data.stats, sort_keys=True),)
+    if key not in _ARRAYS_CACHE:
+        if len(_ARRAYS_CACHE) >= 4:
+            _ARRAYS_CACHE.pop(next(iter(_ARRAYS_CACHE)))
+        _ARRAYS_CACHE[key] = arrays_lib.ArraysDataset(
+            data.path, data.stats, seed=data.seed, test_fraction=data.test_fraction
+        )
+    return _ARRAYS_CACHE[key]
+
+
+def arrays_dataset(cfg: ExperimentConfig) -> arrays_lib.ArraysDataset:
+    """The opened .npz of a resolved `cfg` (split indices, class values; see jaxmm.data.arrays)."""
+    if cfg.data.path is None:
+        raise ValueError(f"config {cfg.name!r} does not read a .npz (data.path is None)")
+    return _arrays_dataset(cfg.data)
+
+
+# Per kind of .npz array: the data kind (augmentations) and the template modality of the model.
+_ARRAY_KINDS = {
+    arrays_lib.TABULAR: aug_lib.TABULAR,
+    arrays_lib.SEQUENCE: aug_lib.TIME_SERIES,
+    arrays_lib.IMAGE: aug_lib.IMAGE,
+}
+
+
+def _array_modality(template: Any, name: str, shape: Sequence[int], width: int) -> Any:
+    """The template encoder of a kind, sized to the array (input width / channels) and, where
+    the template leaves them out, to the fusion width W: MLP d -> 2W -> W, Transformer width W,
+    AlexNet channels (W/4, W/2, W/2, W/2, W/2)."""
+    kwargs = dict(template.encoder_kwargs)
+    if template.encoder in ("alexnet", "resnet18"):
+        kwargs["in_channels"] = int(shape[-1])
+    else:
+        kwargs["in_features"] = int(shape[-1])
+    if template.encoder == "mlp":
+        kwargs.setdefault("hidden_dims", (2 * width,))
+        kwargs.setdefault("out_dim", width)
+    elif template.encoder == "transformer":
+        kwargs.setdefault("width", width)
+    elif template.encoder == "alexnet":
+        c = max(4, width // 4)
+        kwargs.setdefault("channels", (c, 2 * c, 2 * c, 2 * c, 2 * c))
+    return dataclasses.replace(template, name=name, encoder_kwargs=kwargs)
+
+
+def resolve_data(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Fills the data-dependent fields of a config that reads a .npz (`data.path`).
+
+    Reads and checks the file (`jaxmm.data.arrays.resolve_stats`), then sets `data.stats`
+    (training statistics, classes, SHA-1), `data.modalities` (kinds from the arrays' ranks,
+    augmentations from `data.tabular_sigma` / `sequence_sigma` / `image_augment`),
+    `data.labels`, the model's modalities (the template of each kind in `cfg.model.modalities`,
+    named "tabular", "sequence" and "image", sized to the array), and a label key for methods
+    that read one. Configs without `data.path`, and already resolved ones, are returned as they
+    are.
+
+    Raises:
+      ValueError: one line naming the file, key and shape (see `jaxmm.data.arrays`), or a
+        method that needs more modalities than the file provides.
+    """
+    data = cfg.data
+    if data.path is None or data.stats:
+        return cfg
+    path = os.path.abspath(os.path.expanduser(data.path))
+    stats = arrays_lib.resolve_stats(
+        path,
+        modalities=[m.name for m in data.modalities],
+        labels=list(data.labels),
+        seed=data.seed,
+        test_fraction=data.test_fraction,
+    )
+    mods = stats["modalities"]
+    where = f"data.path {path!r}"
+    method_cls = method_registry.METHODS[cfg.method.name][0]
+    need = getattr(method_cls, "min_modalities", 1)
+    if len(mods) < need:
+        found = ", ".join(f"{k!r} {(stats['num_examples'], *v['shape'])}" for k, v in mods.items())
+        raise ValueError(
+            f"method {cfg.method.name!r} needs at least {need} modalities; {where} has "
+            f"{len(mods)}: {found} (a modality is a float array with >= 2 dims)"
+        )
+    mc = cfg.method.config
+    if cfg.method.name == "factorcl" and len(mods) > 2 and mc.modalities is None:
+        raise ValueError(
+            f"FactorCL models two modalities; {where} has {list(mods)}: choose two with "
+            "--set data.modalities=a,b"
+        )
+    templates = {m.name: m for m in cfg.model.modalities}
+    sigma = {arrays_lib.TABULAR: data.tabular_sigma, arrays_lib.SEQUENCE: data.sequence_sigma}
+    mod_data, model_mods = [], []
+    for name, m in mods.items():
+        kind = m["kind"]
+        if kind not in templates:
+            raise ValueError(
+                f"config {cfg.name!r} has no template encoder for {kind} modality {name!r} "
+                f"(model.modalities are {list(templates)})"
+            )
+        if kind == arrays_lib.IMAGE:
+            if min(m["shape"][:2]) < 8 and templates[kind].encoder == "alexnet":
+                raise ValueError(
+                    f"{where}: image {name!r} {(stats['num_examples'], *m['shape'])} is smaller "
+                    "than the CNN's 8 x 8 minimum"
+                )
+            mod_data.append(ModalityData(name, aug_lib.IMAGE, data.image_augment))
+        else:
+            preset = "noise" if kind == arrays_lib.TABULAR else "noise_drop"
+            strength = sigma[kind] / 0.1  # the presets' noise sigma is 0.1 * strength
+            mod_data.append(ModalityData(name, _ARRAY_KINDS[kind], preset, strength))
+        model_mods.append(
+            _array_modality(templates[kind], name, m["shape"], cfg.model.fusion.width)
+        )
+    labels = tuple(stats["labels"])
+    method = cfg.method
+    if hasattr(mc, "label_key") and mc.label_key not in labels:
+        classif = [k for k, v in stats["labels"].items() if v["kind"] == "classification"]
+        if classif:
+            method = dataclasses.replace(
+                method, config=dataclasses.replace(mc, label_key=classif[0])
+            )
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(
+            data, path=path, modalities=tuple(mod_data), labels=labels, stats=stats
+        ),
+        model=dataclasses.replace(cfg.model, modalities=tuple(model_mods)),
+        method=method,
     )
 
 
@@ -586,6 +781,13 @@ def validate(cfg: ExperimentConfig, *, trace: bool = True) -> None:
     """
     where = f"config {cfg.name!r}"
     data = cfg.data
+    if data.path is None and data.builder == ARRAYS_BUILDER:
+        raise ValueError(f"{where} trains on your own arrays: pass --set data.path=FILE.npz")
+    if data.path is not None and not data.stats:
+        raise ValueError(
+            f"{where}: data.path {data.path!r} is not resolved: call "
+            "jaxmm.experiment.resolve_data(cfg) first (launch.train does)"
+        )
     try:
         data_spec(data)
     except ValueError as e:

@@ -238,11 +238,7 @@ def default_tasks(
     unknown = [n for n in names if n not in labels]
     if unknown:
         raise ValueError(f"task(s) {unknown} are not labels of this run; labels: {sorted(labels)}")
-    features = builders.get_builder(
-        cfg.data.builder,
-        data_dir=cfg.data.data_dir,
-        config=experiment.resolve_builder_config(cfg.data),
-    ).info.features
+    features = experiment.dataset_features(cfg.data)
     tasks = []
     for name in names:
         y = np.asarray(labels[name])

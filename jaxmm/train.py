@@ -473,8 +473,9 @@ def train(
       train_iter: yields this process's batches (global batch / process count examples each).
         A grain `DatasetIterator` makes resumption exact.
       mesh: a mesh with a "data" axis; default all devices of all processes.
-      experiment_config: the full experiment config to store with each checkpoint (a dataclass
-        or dict); default `config`.
+      experiment_config: the full experiment config (`jaxmm.experiment.ExperimentConfig` or its
+        `to_dict()`) stored with each checkpoint, from which `launch.probe` rebuilds the model.
+        None stores no config (a bare `TrainConfig` cannot rebuild a model) and warns.
 
     Returns:
       The final `TrainState`.
@@ -563,7 +564,12 @@ def train(
         trainer.has_inner,
     )
 
-    experiment_config = config if experiment_config is None else experiment_config
+    if experiment_config is None and is_main:
+        log.warning(
+            "train(experiment_config=None): the checkpoints hold no experiment config, so "
+            "launch.probe / launch.embed cannot rebuild the model; pass the ExperimentConfig "
+            "(jaxmm.own_data.fit does)"
+        )
     start = int(jax.device_get(state.step))
 
     def save(at_step: int, st: TrainState) -> None:

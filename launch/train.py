@@ -107,7 +107,8 @@ def build_config(args: argparse.Namespace) -> experiment.ExperimentConfig:
         "distributed.process_id": args.process_id,
     }
     overrides += [f"{k}={v}" for k, v in flags.items() if v is not None]
-    return experiment.override(cfg, overrides)
+    # A config reading a .npz (data.path) learns its modalities and statistics from the file.
+    return experiment.resolve_data(experiment.override(cfg, overrides))
 
 
 def _config_changes(saved: dict, current: dict, prefix: str = "") -> list[str]:

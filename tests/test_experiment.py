@@ -29,6 +29,8 @@ def test_every_config_builds_round_trips_and_its_smoke_variant_validates(name):
         cfg = _get_or_skip(name, variant)
         text = json.dumps(cfg.to_dict())
         assert ex.ExperimentConfig.from_dict(json.loads(text)) == cfg
+        if cfg.data.builder == ex.ARRAYS_BUILDER:
+            continue  # needs a .npz: tests/test_arrays.py validates these on generated files
         ex.validate(cfg, trace=variant == "smoke")
 
 

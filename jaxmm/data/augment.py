@@ -58,9 +58,11 @@ def _check_range(name: str, lo: float, hi: float, low: float = 0.0, high: float 
     return float(lo), float(hi)
 
 
-def _check_image(x: np.ndarray) -> None:
-    if x.ndim != 3 or x.shape[-1] != 3:
-        raise ValueError(f"image augmentations expect (H, W, 3) float images, got shape {x.shape}")
+def _check_image(x: np.ndarray, rgb: bool = True) -> None:
+    # Geometric augmentations (crop, blur, flip) take any channel count; colour ones need RGB.
+    if x.ndim != 3 or (rgb and x.shape[-1] != 3):
+        want = "(H, W, 3)" if rgb else "(H, W, C)"
+        raise ValueError(f"image augmentations expect {want} float images, got shape {x.shape}")
 
 
 class Augmentation:
@@ -160,7 +162,7 @@ class RandomResizedCrop(Augmentation):
         return (height - h) // 2, (width - w) // 2, h, w
 
     def __call__(self, x, valid, rng):
-        _check_image(x)
+        _check_image(x, rgb=False)
         top, left, h, w = self.crop_box(x.shape[0], x.shape[1], rng)
         return resize_bilinear(x[top : top + h, left : left + w], x.shape[0], x.shape[1]), valid
 
@@ -280,7 +282,7 @@ class GaussianBlur(Augmentation):
         self.kernel_size = kernel_size
 
     def __call__(self, x, valid, rng):
-        _check_image(x)
+        _check_image(x, rgb=False)
         if rng.uniform() >= self.p:
             return x, valid
         sigma = rng.uniform(*self.sigma)
@@ -305,7 +307,7 @@ class HorizontalFlip(Augmentation):
         self.p = _check_prob("horizontal_flip p", p)
 
     def __call__(self, x, valid, rng):
-        _check_image(x)
+        _check_image(x, rgb=False)
         if rng.uniform() >= self.p:
             return x, valid
         return np.ascontiguousarray(x[:, ::-1]), valid

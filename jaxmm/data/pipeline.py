@@ -72,9 +72,11 @@ class ModalitySpec:
         if self.kind not in aug_lib.KINDS:
             raise ValueError(f"modality kind must be one of {aug_lib.KINDS}, got {self.kind!r}")
         if self.kind == aug_lib.IMAGE and (
-            len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0
+            len(self.mean) < 1 or len(self.std) != len(self.mean) or min(self.std) <= 0
         ):
-            raise ValueError(f"image mean/std need 3 values, std > 0; got {self.mean}, {self.std}")
+            raise ValueError(
+                f"image mean/std need one value per channel, std > 0; got {self.mean}, {self.std}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,8 +186,10 @@ class _Prepare:
         for name, mod in self.spec.modalities.items():
             x = np.asarray(example[name])
             if mod.kind == aug_lib.IMAGE:
-                if x.ndim != 3 or x.shape[-1] != 3:
-                    raise ValueError(f"image {name!r} must be (H, W, 3), got shape {x.shape}")
+                if x.ndim != 3 or x.shape[-1] != len(mod.mean):
+                    raise ValueError(
+                        f"image {name!r} must be (H, W, {len(mod.mean)}), got shape {x.shape}"
+                    )
                 x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
             elif mod.kind == aug_lib.TOKENS:
                 if x.ndim != 1:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from jaxmm.experiment import ExperimentConfig
 
-_FAMILIES = ("trifeature", "synthetic", "multibench", "tuple_search")
+_FAMILIES = ("trifeature", "synthetic", "multibench", "tuple_search", "arrays")
 
 
 def _entries() -> dict[str, tuple[str, dict]]:
@@ -40,6 +40,10 @@ def _entries() -> dict[str, tuple[str, dict]]:
             "tuple_search",
             {"method": "tuple_infonce", "dataset": dataset},
         )
+    from jaxmm.methods.registry import METHODS
+
+    for method in METHODS:  # a user's own .npz (README "Your own data")
+        out[f"{method}_arrays"] = ("arrays", {"method_name": method})
     return out
 
 
@@ -60,6 +64,8 @@ def _module(family: str):
 def method_name(name: str) -> str:
     """The registry method (`jaxmm.methods.registry`) an experiment trains, without building it."""
     family, kwargs = _lookup(name)
+    if family == "arrays":
+        return kwargs["method_name"]
     if family == "synthetic":
         return {
             "factorcl_ssl": "factorcl",

@@ -1,0 +1,217 @@
+"""Train, embed and probe any registered method on your own arrays (README "Your own data").
+
+The command line (`launch/configs/arrays.py` registers `<method>_arrays` for every method):
+
+    python -m launch.train --config comm_arrays --set data.path=FILE.npz --workdir W
+    python -m launch.probe --workdir W [--out W/probe.json]
+    python -m launch.embed --workdir W --out emb.npz
+
+and the same from Python, on arrays in memory (saved to ``W/data.npz`` so that the run's
+directory alone can be probed later, by `probe` or `launch.probe`):
+
+    >>> from jaxmm import own_data
+    >>> cfg = own_data.fit({"a": xa, "b": xb, "label": y}, workdir="W", method="comm",
+    ...                    overrides=["train.steps=300"])
+    >>> report = own_data.probe("W")            # the report launch.probe prints
+    >>> emb = own_data.embed("W")               # {"train_embedding": (n, D), "test_label": ...}
+
+The file / dict convention, the standardisation and the checks are those of `jaxmm.data.arrays`;
+`jaxmm.experiment.resolve_data` turns a template config (`default_config`) into a concrete one.
+
+Template (sized by `resolve_data`; W = `model.fusion.width`, default 128):
+
+  tabular  (N, d)        MLP d -> 2W -> W, one token (`jaxmm.models.MLPEncoder`)
+  sequence (N, T, d)     2-layer, 4-head Transformer of width W with sine-cosine positions
+  image    (N, H, W, C)  5-conv "small" AlexNet, channels W/4, W/2, ..., pooled, one token
+
+with a 1-layer, 4-head fusion Transformer and a W -> W -> W projection head. Views: Gaussian
+noise of std `data.tabular_sigma` = 1.0 on the standardised tabular features (sigma 0.1, the
+CoMM App. B.2 value for raw features, makes the task trivial on standardised ones: measured in
+docs/results_own_data.md), `data.sequence_sigma` = 0.5 plus dropping 0-80% of the steps on
+sequences (CoMM App. C.1), a random resized crop (25-100% of the area) on images. AdamW at lr
+1e-3 with 50 warm-up steps and cosine decay, batch 256, 300 steps (600 steps add 0.6 point on
+digits at twice the time: docs/results_own_data.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxmm import experiment
+from jaxmm.config import OptimizerConfig, TrainConfig
+from jaxmm.experiment import ARRAYS_BUILDER, DataConfig, ExperimentConfig, MethodConfig
+from jaxmm.methods import registry
+from jaxmm.methods.baselines import CMCConfig, CrossConfig, CrossSelfConfig
+from jaxmm.methods.factorcl import FactorCLConfig
+from jaxmm.methods.tuple_infonce import TupleInfoNCEConfig
+from jaxmm.models import FusionConfig, HeadConfig, ModalityConfig, ModelConfig
+
+__all__ = ["METHODS", "default_config", "embed", "fit", "probe", "template_model"]
+
+log = logging.getLogger(__name__)
+
+METHODS = tuple(registry.METHODS)
+WIDTH = 128
+STEPS = 300
+BATCH = 256
+DATA_FILE = "data.npz"  # where `fit` saves in-memory arrays, inside the work dir
+
+
+def template_model(width: int = WIDTH) -> ModelConfig:
+    """One template modality per array kind, named by the kind (see the module docstring)."""
+    return ModelConfig(
+        modalities=(
+            ModalityConfig("tabular", "mlp", {}, "one_token"),
+            ModalityConfig("sequence", "transformer", {"num_layers": 2, "num_heads": 4}),
+            ModalityConfig("image", "alexnet", {"variant": "small", "pool": True}, "one_token"),
+        ),
+        fusion=FusionConfig(width=width, num_layers=1, num_heads=4),
+        head=HeadConfig((width,), width),
+    )
+
+
+def _method(name: str, width: int) -> MethodConfig:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; methods: {list(METHODS)}")
+    configs = {
+        "cross": CrossConfig(proj_dim=width),
+        "cross_self": CrossSelfConfig(proj_dim=width, head_hidden_dims=(width,)),
+        "cmc": CMCConfig(proj_dim=width),
+        "factorcl": FactorCLConfig(mode="ssl", critic_hidden=2 * width),
+        # Positive noise of one standard deviation of the standardised inputs.
+        "tuple_infonce": TupleInfoNCEConfig(beta=1.0),
+    }
+    return MethodConfig(name, configs.get(name))
+
+
+def default_config(method: str = "comm", *, smoke: bool = False) -> ExperimentConfig:
+    """The unresolved `<method>_arrays` config: set `data.path`, then `resolve_data`.
+
+    smoke: W = 8 and 4 steps at batch 8 (seconds on CPU; tests).
+    """
+    width = 8 if smoke else WIDTH
+    name = f"{method}_arrays"
+    if smoke:
+        train = TrainConfig(
+            steps=4,
+            batch_size=8,
+            log_every=1,
+            ckpt_every=2,
+            keep=2,
+            workdir=f"workdirs/{name}_smoke",
+            progress=False,
+        )
+    else:
+        train = TrainConfig(
+            steps=STEPS, batch_size=BATCH, log_every=50, ckpt_every=0, keep=1,
+            workdir=f"workdirs/{name}",
+        )  # fmt: skip
+    return ExperimentConfig(
+        name=f"{name}_smoke" if smoke else name,
+        data=DataConfig(
+            builder=ARRAYS_BUILDER,
+            num_views=1 if method == "tuple_infonce" else 2,
+            eval_batch_size=64 if smoke else 512,
+        ),
+        model=template_model(width),
+        method=_method(method, width),
+        optimizer=OptimizerConfig(lr=1e-3, weight_decay=1e-4, warmup_steps=0 if smoke else 50),
+        train=train,
+    )
+
+
+def fit(
+    data: Mapping[str, np.ndarray] | str | os.PathLike,
+    *,
+    workdir: str | os.PathLike,
+    method: str = "comm",
+    overrides: Sequence[str] = (),
+    config: ExperimentConfig | None = None,
+) -> ExperimentConfig:
+    """Trains `method` on arrays (a dict, saved to ``workdir/data.npz``) or on an .npz file.
+
+    Args:
+      data: {key: array} following the .npz convention, or the path of an .npz file.
+      workdir: the run directory (checkpoints with the full experiment config, metrics.jsonl,
+        config.json); `launch.probe --workdir` reads it.
+      method: a registered method (`METHODS`).
+      overrides: "dotted.key=value" overrides, as `--set` (e.g. "train.steps=300",
+        "data.modalities=a,b", "data.tabular_sigma=0.5").
+      config: an unresolved config to start from instead of `default_config(method)`.
+
+    Returns:
+      The resolved `ExperimentConfig` the run trained with (as stored in its checkpoints).
+
+    Raises:
+      ValueError: a bad array or config, in one line naming the key / field and its shape.
+    """
+    import jax
+
+    from jaxmm import train as train_lib
+
+    workdir = os.path.abspath(os.fspath(workdir))
+    if isinstance(data, Mapping):
+        os.makedirs(workdir, exist_ok=True)
+        path = os.path.join(workdir, DATA_FILE)
+        tmp = path + ".tmp.npz"  # written whole, then renamed: never a half-written data file
+        np.savez(tmp, **{k: np.asarray(v) for k, v in data.items()})
+        os.replace(tmp, path)
+    else:
+        path = os.fspath(data)
+    cfg = default_config(method) if config is None else config
+    cfg = experiment.override(cfg, [*overrides, f"data.path={path}", f"train.workdir={workdir}"])
+    cfg = experiment.resolve_data(cfg)
+    experiment.validate(cfg)
+    it, _ = experiment.build_train_iterator(cfg, process_index=0, process_count=1)
+    cfg = experiment.resolve_steps(cfg, experiment.num_train_examples(cfg))
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(cfg.to_json() + "\n")
+    train_lib.train(
+        experiment.train_config(cfg),
+        experiment.build_method(cfg),
+        it,
+        experiment_config=cfg.to_dict(),
+    )
+    return cfg
+
+
+def embed(
+    workdir: str | os.PathLike, *, step: int | None = None, batch_size: int | None = None
+) -> dict[str, np.ndarray]:
+    """Frozen embeddings of a run's train and test splits, with their labels.
+
+    Returns:
+      {"train_embedding": (n_train, D) float32, "test_embedding": (n_test, D),
+       "train_index" / "test_index": rows of the .npz (arange for TFDS data),
+       "train_<label>" / "test_<label>": the labels, with the file's original class values}.
+    """
+    from jaxmm import probe_checkpoint as pc
+
+    run = pc.load_run(workdir, step)
+    cfg = run.config
+    out: dict[str, np.ndarray] = {}
+    ds = experiment.arrays_dataset(cfg) if cfg.data.path is not None else None
+    for prefix, split in (("train", cfg.data.train_split), ("test", cfg.data.eval_split)):
+        emb, labels = pc.extract_embeddings(
+            run.method, run.params, cfg, split, batch_size=batch_size
+        )
+        out[f"{prefix}_embedding"] = emb
+        out[f"{prefix}_index"] = (
+            ds.index[split].astype(np.int64) if ds is not None else np.arange(len(emb))
+        )
+        for name, y in labels.items():
+            out[f"{prefix}_{name}"] = ds.original_labels(name, y) if ds is not None else y
+    return out
+
+
+def probe(workdir: str | os.PathLike, *, step: int | None = None, **kwargs: Any) -> dict:
+    """`launch.probe`'s report of a run directory (`jaxmm.probe_checkpoint.probe_run`)."""
+    from jaxmm import probe_checkpoint as pc
+
+    return pc.probe_run(pc.load_run(workdir, step), **kwargs)
