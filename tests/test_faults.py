@@ -315,7 +315,7 @@ def test_another_experiments_workdir_is_refused_and_left_untouched(tmp_path, cap
 
     run = tmp_path / "run"
     run.mkdir()
-    other = configs.get_config("simclr_synthetic", "smoke")
+    other = configs.get_config("cmc_synthetic", "smoke")
     (run / "config.json").write_text(other.to_json() + "\n")
     (run / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
     before = _snapshot(run)
