@@ -57,7 +57,7 @@ def test_smoke_run_checkpoints_its_config_and_resumes(tmp_path, caplog, capsys):
 
     # Second invocation: resumes at step 4 and runs to the new end.
     # Other in-process entry points (the demo) quiet these loggers; set them for this test only.
-    for name in (None, "jaxmm.train", "launch.train"):
+    for name in (None, "jaxmm.train", "jaxmm.experiments.training", "launch.train"):
         caplog.set_level("INFO", logger=name)
     assert launch_train.main([*argv, "--set", "train.steps=6", "--set", "train.ckpt_every=3"]) == 0
     assert "Resumed from" in caplog.text and "differs from the checkpoint's" in caplog.text

@@ -141,12 +141,12 @@ def demo_config(method: str, variant: str | None, args: argparse.Namespace):
 def run_one(cfg) -> tuple[dict[str, Any], dict[str, float]]:
     """Pre-trains `cfg` from scratch through launch.train, then probes its checkpoint."""
     from jaxmm import probe_checkpoint as pc
-    from launch import train as train_launch
+    from jaxmm.experiments import training
 
     shutil.rmtree(cfg.train.workdir, ignore_errors=True)
     t0 = time.perf_counter()
-    train_launch.prepare(cfg)
-    train_launch.run(cfg)
+    training.prepare(cfg)
+    training.run(cfg)
     t_train = time.perf_counter() - t0
     t0 = time.perf_counter()
     run = pc.load_run(cfg.train.workdir)

@@ -342,7 +342,7 @@ def train_one(cfg, *, reuse: bool = False):
     from jaxmm import experiment
     from jaxmm import probe_checkpoint as pc
     from jaxmm.checkpoint import CheckpointError
-    from launch import train as train_launch
+    from jaxmm.experiments import training
 
     if reuse:
         try:
@@ -357,8 +357,8 @@ def train_one(cfg, *, reuse: bool = False):
             return run.method, run.params, True
         log.info("%s: no finished checkpoint of this config; training", cfg.train.workdir)
     shutil.rmtree(cfg.train.workdir, ignore_errors=True)
-    train_launch.prepare(cfg)
-    state = train_launch.run(cfg)
+    training.prepare(cfg)
+    state = training.run(cfg)
     return experiment.build_method(cfg), state.params, False
 
 

@@ -43,8 +43,8 @@ from jaxmm import checkpoint as ckpt_lib
 from jaxmm import config as config_lib
 from jaxmm import experiment, progress
 from jaxmm.data import pipeline
+from jaxmm.experiments import training
 from launch import configs
-from launch import train as launch_train
 from launch.configs import tuple_search
 
 log = logging.getLogger("launch.search")
@@ -304,7 +304,7 @@ def run(cfg: experiment.ExperimentConfig, search: tuple_search.TupleSearchConfig
                 "experiment": ckpt.restore_config(start),
                 "search": sckpt.restore_config(start),
             }
-            changes = launch_train._config_changes(
+            changes = training.config_changes(
                 saved, {"experiment": cfg.to_dict(), "search": search.to_dict()}
             )
             if changes:
