@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxmm.checkpoint import Checkpointer
 from jaxmm.config import OptimizerConfig, TrainConfig
 from jaxmm.methods.comm import CoMM, CoMMConfig
 from jaxmm.models import FusionConfig, HeadConfig, ModalityConfig, ModelConfig, build_model
@@ -146,7 +147,7 @@ def test_weight_decay_follows_the_official_name_rule():
     assert not any("norm" in k or k.endswith("bias/value") for k in decayed)
 
 
-def test_trainer_carries_the_running_averages():
+def test_trainer_carries_and_checkpoints_the_running_averages(tmp_path):
     method, b, _ = setup(2)
     tcfg = TrainConfig(
         steps=2,
@@ -164,5 +165,10 @@ def test_trainer_carries_the_running_averages():
     leaves0, leaves1 = jax.tree.leaves(stats0), jax.tree.leaves(stats1)
     assert len(leaves1) == 4  # 2 BatchNorms x (mean, var), in the (checkpointed) train state
     assert all(not np.allclose(a, c) for a, c in zip(leaves0, leaves1, strict=True))
-    abstract = trainer.abstract_state()
-    assert len(jax.tree.leaves(abstract.params)) == len(jax.tree.leaves(state.params))
+    with Checkpointer(tmp_path / "ckpt", async_save=False) as ckpt:
+        ckpt.save(1, state)
+        ckpt.wait_until_finished()
+        restored = ckpt.restore(trainer.abstract_state())
+    back = jax.device_get(nnx.state(method.module(restored.params), nnx.BatchStat))
+    for a, c in zip(jax.tree.leaves(back), leaves1, strict=True):
+        np.testing.assert_array_equal(a, c)

@@ -97,7 +97,10 @@ class FusionConfig(_DictMixin):
 class HeadConfig(_DictMixin):
     """Projection head on the fused embedding (CoMM: 3-layer MLP, Linear-BatchNorm-ReLU x 2 then
     Linear, as the official code's `_build_mlp`; norm="none" is the earlier no-norm head, kept
-    for ablations)."""
+    for ablations). CoMM carries the BatchNorm running averages through the trainer and uses
+    global (SyncBatchNorm) statistics under data parallelism; the other methods that call the
+    model's head normalise with per-device batch statistics and do not write their running
+    averages back (they never run the head in eval mode)."""
 
     hidden_dims: tuple[int, ...] = (512, 512)  # hidden widths; () = one Linear
     out_dim: int = 256  # projection width
