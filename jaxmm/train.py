@@ -11,8 +11,9 @@ The pieces, big_vision style:
   axes checks the gradient w.r.t. replicated parameters is then already the all-device mean
   (transposing the implicit broadcast of a replicated input is a psum) — a `pmean` of the
   gradient would be wrong twice over.
-* AdamW (decoupled weight decay on parameters with ndim >= 2 only: biases, norm scales and other
-  vectors are not decayed) with linear warm-up then cosine decay, optional global-norm clipping.
+* AdamW (decoupled weight decay on parameters with ndim >= 2 that are not biases or norm
+  parameters, by name as the official CoMM code; `decay_mask`) with linear warm-up then cosine
+  decay, optional global-norm clipping.
 * Methods with an inner objective (FactorCL's critics): `inner_steps` updates of the inner
   parameters under `inner_loss` with their own optimizer, then the main update, in which the
   inner parameters' updates are zero (`optax.multi_transform` with `set_to_zero`).
@@ -185,9 +186,18 @@ def make_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
     raise ValueError(f"optimizer.schedule must be 'cosine' or 'constant', got {cfg.schedule!r}")
 
 
+def _decayed(path: tuple[str, ...], p: Any) -> bool:
+    if jnp.ndim(p) < 2:
+        return False
+    return not any("bias" in name or name.startswith(("ln", "bn", "norm")) for name in path)
+
+
 def decay_mask(params: Any) -> Any:
-    """True for parameters that get weight decay: matrices and kernels (ndim >= 2)."""
-    return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+    """True for parameters that get weight decay, the official CoMM rule (utils.py,
+    `set_weight_decay_per_param`): not if ndim < 2 or named bias / ln / bn. Here: no decay for
+    ndim < 2 or a path component containing "bias" or naming a norm layer
+    (starting with ln / bn / norm), e.g. the feature tokenizer's (F, D) bias."""
+    return jax.tree_util.tree_map_with_path(lambda k, p: _decayed(base.path_names(k), p), params)
 
 
 def _adamw(cfg: OptimizerConfig, lr: float | optax.Schedule) -> optax.GradientTransformation:
@@ -361,9 +371,13 @@ class Trainer:
             )
             measurements.update({f"inner/{k}": v[-1] for k, v in inner_metrics.items()})
 
-        loss, metrics, grads = self._value_and_grad(self.method.loss)(params, batch, rng_main)
+        loss_fn = getattr(self.method, "loss_and_state", self.method.loss)  # see methods.base
+        loss, metrics, grads = self._value_and_grad(loss_fn)(params, batch, rng_main)
+        state_updates = metrics.pop(base.STATE_UPDATES, None)  # e.g. BatchNorm running stats
         updates, opt_state = self.tx.update(grads, state.opt_state, params)
         new_params = optax.apply_updates(params, updates)
+        if state_updates is not None:
+            new_params = self.method.apply_state_updates(new_params, state_updates)
 
         if self.labels is not None:
             # Report the gradient the main optimizer uses, not the one it discards.

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 from jaxmm.benchmarks import bench_train as lib
-from jaxmm.benchmarks.bench_train import _print_table, _row
+from jaxmm.benchmarks.bench_train import _memory_row, _print_table, _row
 
 
 def main(argv=None) -> int:
@@ -34,6 +34,12 @@ def main(argv=None) -> int:
         default=None,
         help="peak dense TFLOP/s of ONE device, for the utilisation column",
     )
+    p.add_argument(
+        "--memory",
+        action="store_true",
+        help="report XLA memory_analysis per device (compile only, abstract inputs) instead of "
+        "timing, e.g. --memory --batch-sizes 4096 --devices 8",
+    )
     p.add_argument("--json", default=None, help="also write the rows to this file")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -45,6 +51,15 @@ def main(argv=None) -> int:
         import jax
 
         n = jax.device_count()
+        if args.memory:
+            rows = [
+                _memory_row(args.config, args.variant, args.overrides, b, dt)
+                for dt in dtypes
+                for b in sizes
+                if b % n == 0
+            ]
+            print("BENCH_ROWS " + json.dumps(rows))
+            return 0
         rows = [
             _row(
                 args.config,
@@ -91,6 +106,7 @@ def main(argv=None) -> int:
             str(args.warmup),
         ]
         cmd += ["--variant", args.variant] if args.variant else []
+        cmd += ["--memory"] if args.memory else []
         cmd += ["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else []
         for o in args.overrides:
             cmd += ["--set", o]

@@ -12,6 +12,7 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from jaxmm.methods.base import STATE_UPDATES
 from jaxmm.methods.comm import CoMM, CoMMConfig, comm_loss_from_projections, comm_masks
 from jaxmm.methods.registry import get_method
 from jaxmm.models import FusionConfig, HeadConfig, ModalityConfig, ModelConfig
@@ -63,7 +64,9 @@ def setup(n: int):
 
 
 def projections(method: CoMM, params, view, head: bool = False) -> dict:
-    return jax.jit(functools.partial(method.comm_projections, head=head))(params, view)
+    # The loss runs the BatchNorm head in train mode (per-mask batch statistics).
+    fn = functools.partial(method.comm_projections, head=head, batch_stats=head)
+    return jax.jit(fn)(params, view)
 
 
 def np_ntxent(a: np.ndarray, b: np.ndarray, tau: float) -> float:
@@ -191,9 +194,12 @@ def test_three_modalities_train_without_retracing():
     @jax.jit
     def step(params, opt_state, rng):
         traces.append(1)
-        (loss, metrics), grads = jax.value_and_grad(method.loss, has_aux=True)(params, batch, rng)
+        vg = jax.value_and_grad(method.loss_and_state, has_aux=True)
+        (loss, metrics), grads = vg(params, batch, rng)
+        stats = metrics.pop(STATE_UPDATES)  # BatchNorm running averages, as the trainer does
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, metrics
+        params = method.apply_state_updates(optax.apply_updates(params, updates), stats)
+        return params, opt_state, loss, metrics
 
     losses = []
     for i in range(25):
@@ -215,7 +221,7 @@ def test_data_parallel_loss_and_grads_match_single_device():
 
     def per_device(params, batch):
         def objective(p):
-            loss, metrics = method.loss(p, batch, rng, axis_name="data")
+            loss, metrics = method.loss_and_state(p, batch, rng, axis_name="data")
             return jax.lax.pmean(loss, "data"), jax.lax.pmean(metrics, "data")
 
         return jax.value_and_grad(objective, has_aux=True)(params)
@@ -225,15 +231,20 @@ def test_data_parallel_loss_and_grads_match_single_device():
     )
     (loss_dp, metrics_dp), grads_dp = sharded(params, batch)
     (loss_1, metrics_1), grads_1 = jax.jit(
-        jax.value_and_grad(lambda p: method.loss(p, batch, rng), has_aux=True)
+        jax.value_and_grad(lambda p: method.loss_and_state(p, batch, rng), has_aux=True)
     )(params)
     np.testing.assert_allclose(loss_dp, loss_1, rtol=1e-5)
+    # SyncBatchNorm: global batch statistics, so the running averages match one device's too.
+    stats_dp, stats_1 = metrics_dp.pop(STATE_UPDATES), metrics_1.pop(STATE_UPDATES)
+    for s_dp, s_1 in zip(jax.tree.leaves(stats_dp), jax.tree.leaves(stats_1), strict=True):
+        np.testing.assert_allclose(s_dp, s_1, rtol=1e-5, atol=1e-6)
     for k in metrics_1:
         np.testing.assert_allclose(metrics_dp[k], metrics_1[k], rtol=1e-5, atol=1e-6, err_msg=k)
     flat_dp, flat_1 = jax.tree.leaves(grads_dp), jax.tree.leaves(grads_1)
     assert len(flat_dp) == len(flat_1)
     for g_dp, g_1 in zip(flat_dp, flat_1, strict=True):
-        np.testing.assert_allclose(g_dp, g_1, rtol=1e-4, atol=1e-6)
+        # atol: the BatchNorm moments are summed in another order (pmean of shard moments).
+        np.testing.assert_allclose(g_dp, g_1, rtol=1e-4, atol=1e-5)
 
 
 def test_registry_rebuilds_comm_from_dicts():

@@ -11,6 +11,8 @@ count runs in a subprocess, with simulated CPU devices on a CPU-only machine
 python -m launch.bench_train                                   # CPU: small sizes
 python -m launch.bench_train --variant paper --batch-sizes 64,128,256 --devices 1 \
     --peak-tflops 989                                          # one H100, bf16 dense peak
+python -m launch.bench_train --memory --variant paper --batch-sizes 4096 --devices 8 \
+    --dtypes bfloat16                                          # XLA bytes per device
 """
 
 from __future__ import annotations
@@ -86,6 +88,40 @@ def _row(name, variant, overrides, batch_size, dtype, steps, warmup, peak_tflops
     return row
 
 
+def _memory_row(name, variant, overrides, batch_size, dtype):
+    """XLA's memory analysis of the compiled step at a global batch, per device (nothing runs:
+    state and batch are abstract, so a 4096 batch needs no host memory)."""
+    import jax
+    import numpy as np
+
+    from jaxmm import experiment as ex
+    from jaxmm import train as train_lib
+    from launch import configs
+
+    cfg = configs.get_config(name, variant)
+    cfg = ex.override(
+        cfg,
+        [*overrides, f"train.batch_size={batch_size}", f"model.dtype={dtype}", "train.steps=10"],
+    )
+    n = jax.device_count()
+    small = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), ex.example_spec(cfg, batch_size=n))
+    trainer = train_lib.Trainer(ex.build_method(cfg), ex.train_config(cfg), small)
+    spec = ex.example_spec(cfg, batch_size=batch_size)
+    batch = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=trainer.data_sharding), spec
+    )
+    t0 = time.perf_counter()
+    compiled = trainer.train_step.lower(trainer.abstract_state(), batch).compile()
+    mem = compiled.memory_analysis()
+    row = {"config": f"{name}/{variant}", "devices": n, "batch": batch_size, "dtype": dtype}
+    row["compile_s"] = time.perf_counter() - t0
+    for field in ("argument", "output", "alias", "temp", "generated_code"):
+        row[f"{field}_MiB"] = getattr(mem, f"{field}_size_in_bytes", float("nan")) / 2**20
+    # Donated state aliases its output: live bytes ~ arguments + outputs - aliased + temporaries.
+    row["peak_MiB"] = row["argument_MiB"] + row["output_MiB"] - row["alias_MiB"] + row["temp_MiB"]
+    return row
+
+
 def _print_table(rows):
     cols = [
         "config",
@@ -101,6 +137,8 @@ def _print_table(rows):
     ]
     if any("utilisation" in r for r in rows):
         cols.append("utilisation")
+    if rows and "peak_MiB" in rows[0]:
+        cols = list(rows[0])
     print(" | ".join(cols))
     print(" | ".join("---" for _ in cols))
     for r in rows:

@@ -5,9 +5,9 @@ loss" contract, in functional form):
 
   init(rng, example_batch) -> params
       A pytree of arrays. NNX methods build their module here, keep its graphdef on `self`
-      (static: no arrays) and return `nnx.split(model, nnx.Param)[1]`. `init` must be traceable:
-      the trainer calls it under `jax.jit` and, to resume, under `jax.eval_shape` (never
-      re-initialising parameters that a checkpoint will overwrite).
+      (static: no arrays) and return `nnx.split(model)[1]` (Params and BatchStats). `init`
+      must be traceable: the trainer calls it under `jax.jit` and, to resume, under
+      `jax.eval_shape` (never re-initialising parameters that a checkpoint will overwrite).
   loss(params, batch, rng, *, axis_name=None) -> (loss, metrics)
       A scalar loss and a flat dict of scalar metrics. Under data parallelism the trainer calls
       it inside `jax.shard_map` with `axis_name="data"` on this device's shard: the method passes
@@ -17,6 +17,18 @@ loss" contract, in functional form):
       which leaves global values unchanged) and differentiates that average.
   embed(params, batch) -> features (B, D)
       Frozen representations for linear probing.
+
+Optional, for methods with non-trainable state (the BatchNorm head's running averages):
+
+  loss_and_state(params, batch, rng, *, axis_name=None) -> (loss, metrics)
+      `loss` with, in its metrics under the key STATE_UPDATES, a pytree of new state values
+      (e.g. `nnx.state(module, nnx.BatchStat)` after the forward pass). The trainer calls it
+      instead of `loss` when it exists, takes the updates out of the metrics, averages them
+      over the data axis (`lax.pmean`; a no-op for values already synchronised, as
+      SyncBatchNorm statistics) and after the optimizer step calls
+  apply_state_updates(params, updates) -> params
+      which writes the new values into the parameter pytree (the state is checkpointed with it).
+      Gradients w.r.t. state leaves are zero, so the optimizer never moves them.
 
 Optional, for methods that train auxiliary networks with their own objective (FactorCL's
 NCE-CLUB critics, Liang et al. 2023, Sec. 3.2 / Algorithm 1):
@@ -43,6 +55,7 @@ Params = Any  # a pytree of arrays (e.g. an nnx.State of Params)
 Batch = dict[str, Any]  # see the batch contract in README / jaxmm.data
 Metrics = dict[str, jax.Array]  # flat dict of scalars
 
+STATE_UPDATES = "state_updates"  # metrics key of non-trainable state updates (see above)
 INNER = "inner"
 MAIN = "main"
 

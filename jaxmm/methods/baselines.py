@@ -260,8 +260,8 @@ class _FusedMethod(NNXMethod):
         v1, v2 = get_view(batch, "view1"), get_view(batch, "view2")
         b = _batch_size(v1)
         z = model(*concat_views(v1, v2), deterministic=False, rngs=dropout_rngs(rng))
-        if use_head:
-            z = model.head(z)
+        if use_head:  # one head call per view (BatchNorm head: per-view batch statistics)
+            z = model.head(z.reshape(2, b, -1)).reshape(2 * b, -1)
         return z[:b], z[b:]
 
     def embed(self, params: Params, batch: Batch) -> jax.Array:

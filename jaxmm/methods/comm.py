@@ -5,9 +5,17 @@ Training, as in Sec. 3.3, Eq. 7 and Algorithm 1 (App. D):
 * masks: for n modalities, the n single-modality projections X_i (every modality masked except
   the i-th) followed by the full input X — n + 1 boolean masks, in that order;
 * passes: each augmented view t'(X), t''(X) runs the encoders and latent converters once; the
-  fusion Transformer then runs once per mask, a masked modality being removed from attention
-  (`MultimodalModel.fuse`), giving z'_i, z''_i (i = 1..n) and z', z'' (full);
-* terms: the projection head g (3-layer MLP, App. B.4) maps each z to the contrastive space, and
+  fusion Transformer then runs once per mask on the present modalities' tokens only (the masks
+  are static, so are the shapes: `MultimodalModel.fuse_present`, the official code's token
+  dropping), giving z'_i, z''_i (i = 1..n) and z', z'' (full). `drop_masked_tokens=False`
+  runs the passes at full length with the masked modalities removed from attention instead
+  (the same values to float rounding, ~1.5x the fusion's token rows for n = 2);
+* head: the projection head g (3-layer MLP with BatchNorm, App. B.4 / official `_build_mlp`) is
+  called, as in the official code, once per view and per mask: each (B, D) batch of z is
+  normalised with its own batch statistics (global over the data axis, as the official
+  SyncBatchNorm) and the running averages are updated 2 (n + 1) times per step in the official
+  order (view 1 masks 1..n, full; then view 2); they are returned to the trainer as state;
+* terms: g maps each z to the contrastive space, and
   term m contrasts the masked embedding of one view with the full embedding of the other view,
   L_m = 1/2 [NTXent(g(z'_m), g(z'')) + NTXent(g(z''_m), g(z'))], SimCLR's NT-Xent at tau = 0.1
   (InfoNCE with 2N - 2 negatives, Eq. 6). The last term, m = full, is the SimCLR-on-fused term
@@ -16,7 +24,12 @@ Training, as in Sec. 3.3, Eq. 7 and Algorithm 1 (App. D):
   (github.com/Duplums/CoMM, losses/comm_loss.py), negatives gathered across devices.
 
 At inference no augmentation is applied and the representation is the fused [CLS] embedding of the
-full input, before the head (`embed`).
+full input, before the head (`embed`); `comm_projections(head=True)` runs the head in eval mode
+(running averages), as torch's `model.eval()`.
+
+Known remaining deviation from the official passes: the official masked passes call the fusion
+without the modalities' padding masks (`mmfusion.py` drops `attn_mask_`); here padded tokens stay
+masked in every pass (identical when nothing is padded: images, vectors, fixed-length series).
 """
 
 from __future__ import annotations
@@ -29,9 +42,10 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from jaxmm import estimators
-from jaxmm.methods.base import Batch, Metrics, Params
+from jaxmm.methods.base import STATE_UPDATES, Batch, Metrics, Params
 from jaxmm.methods.common import (
     MethodConfig,
     NNXMethod,
@@ -58,6 +72,9 @@ class CoMMConfig(MethodConfig):
     # official code's mean_m(w_m L_m) differs from it by the constant factor sum(w) / (n + 1).
     weights: tuple[float, ...] | None = None
     embed_view: str = "view1"  # batch view read by `embed` when given a full batch
+    # Masked passes on the present modalities' tokens only (official); False: full-length passes
+    # with masked keys removed from attention (same values; kept for checks and benchmarks).
+    drop_masked_tokens: bool = True
 
     def __post_init__(self):
         check_temperature("CoMMConfig", self.temperature)
@@ -173,11 +190,16 @@ class CoMM(NNXMethod):
     def _fuse_masks(self, model, x, valid, masks, *, deterministic, rngs) -> jax.Array:
         """(M, B, D) fused embeddings: encoders once, then the fusion once per mask.
 
-        The M passes are one batched call: tokens are tiled M times and each copy gets its own
-        per-example modality mask, so a masked modality's keys are removed from attention exactly as
-        in M separate calls (the fusion is per-example).
+        `drop_masked_tokens` (default): M fusion calls on the present modalities' tokens only.
+        Otherwise one batched call: tokens are tiled M times and each copy gets its own
+        per-example modality mask, so a masked modality's keys are removed from attention exactly
+        as in M separate calls (the fusion is per-example).
         """
         tokens = model.encode(x, valid, deterministic=deterministic, rngs=rngs)
+        masks = np.asarray(masks, bool)
+        if self.config.drop_masked_tokens:
+            kw = dict(deterministic=deterministic, rngs=rngs)
+            return jnp.stack([model.fuse_present(tokens, mk, **kw) for mk in masks])
         m, b = masks.shape[0], tokens.tokens[0].shape[0]
         tile = lambda a: jnp.tile(a, (m,) + (1,) * (a.ndim - 1))
         tiled = type(tokens)(tuple(map(tile, tokens.tokens)), tuple(map(tile, tokens.masks)))
@@ -189,19 +211,32 @@ class CoMM(NNXMethod):
         self, params: Params, batch: Batch, rng: jax.Array, *, axis_name: str | None = None
     ) -> tuple[jax.Array, Metrics]:
         """Eq. 7 on this device's shard (global-batch value with `axis_name`); see module doc."""
-        model = self.module(params).model
+        loss, metrics = self.loss_and_state(params, batch, rng, axis_name=axis_name)
+        metrics.pop(STATE_UPDATES, None)
+        return loss, metrics
+
+    def loss_and_state(
+        self, params: Params, batch: Batch, rng: jax.Array, *, axis_name: str | None = None
+    ) -> tuple[jax.Array, Metrics]:
+        """`loss`, with the BatchNorm head's new running averages in metrics[STATE_UPDATES]
+        (what the trainer calls; see `jaxmm.methods.base`)."""
+        module = self.module(params)
+        model = module.model
         v1, v2 = get_view(batch, "view1"), get_view(batch, "view2")
         b = next(iter(v1[0].values())).shape[0]
-        # Both views in one encoder/fusion call: no batch statistics anywhere, so this equals two
-        # separate passes, with half the kernel launches.
+        # Both views in one encoder/fusion call: no batch statistics before the head, so this
+        # equals two separate passes, with half the kernel launches.
         x, valid = concat_views(v1, v2)
         z = self._fuse_masks(
             model, x, valid, self.masks, deterministic=False, rngs=dropout_rngs(rng)
         )
-        p = model.head(z)  # (M, 2B, P)
+        m = z.shape[0]
+        # (2, M, B, D): one head call per view and mask, in the official order (BatchNorm).
+        z = z.reshape(m, 2, b, -1).transpose(1, 0, 2, 3)
+        p = model.head(z, train=True, axis_name=axis_name)
         loss, terms = comm_loss_from_projections(
-            p[:, :b],
-            p[:, b:],
+            p[0],
+            p[1],
             weights=self.weights,
             temperature=self.config.temperature,
             axis_name=axis_name,
@@ -213,6 +248,9 @@ class CoMM(NNXMethod):
         for name, t in zip(self.term_names, terms, strict=True):
             metrics[f"loss_{name}"] = t
             metrics[f"mi_{name}"] = log_k - t
+        stats = nnx.state(module, nnx.BatchStat)
+        if jax.tree.leaves(stats):
+            metrics[STATE_UPDATES] = stats
         return loss, metrics
 
     def _view(self, batch: Batch) -> tuple[dict, dict]:
@@ -226,18 +264,20 @@ class CoMM(NNXMethod):
         return self.module(params).model(x, valid, deterministic=True)
 
     def comm_projections(
-        self, params: Params, view: Batch, *, head: bool = False
+        self, params: Params, view: Batch, *, head: bool = False, batch_stats: bool = False
     ) -> dict[str, jax.Array]:
         """Per-mask fused embeddings {modality name: z_i, ..., "full": z}, each (B, D).
 
         z_i is the fusion output with only modality i present (CoMM's projection X_i); `head=True`
-        returns the projection-head outputs instead. `view` is ``{"x", "valid"}`` or a batch (then
-        ``cfg.embed_view`` is read).
+        returns the projection-head outputs instead, in eval mode (BatchNorm running averages)
+        or with `batch_stats=True` in train mode (each mask's batch normalised over itself, as
+        in `loss`; the running averages are not written back). `view` is ``{"x", "valid"}`` or
+        a batch (then ``cfg.embed_view`` is read).
         """
         x, valid = self._view(view)
         model = self.module(params).model
         masks = comm_masks(len(self.modality_names))
         z = self._fuse_masks(model, x, valid, masks, deterministic=True, rngs=None)
         if head:
-            z = model.head(z)
+            z = model.head(z, train=batch_stats)
         return dict(zip((*self.modality_names, FULL), z, strict=True))

@@ -121,8 +121,15 @@ class NNXMethod:
             )
         rngs = nnx.Rngs(params=rng)
         module = self._build_module(build_model(self.model_config, rngs=rngs), rngs)
-        self._graphdef, params = nnx.split(module, nnx.Param)
+        # The whole state: Params and the BatchNorm head's running averages (nnx.BatchStat).
+        self._graphdef, params = nnx.split(module)
         return params
+
+    def apply_state_updates(self, params: Params, updates: Any) -> Params:
+        """`params` with the non-trainable values in `updates` (an nnx.State) written in."""
+        module = self.module(params)
+        nnx.update(module, updates)
+        return nnx.state(module)
 
     def module(self, params: Params) -> MethodModule:
         """The `MethodModule` holding `params` (`params` from `init` or a restored checkpoint)."""
@@ -132,5 +139,5 @@ class NNXMethod:
                 rngs = nnx.Rngs(params=0)
                 return self._build_module(build_model(self.model_config, rngs=rngs), rngs)
 
-            self._graphdef = nnx.split(nnx.eval_shape(build), nnx.Param)[0]
+            self._graphdef = nnx.split(nnx.eval_shape(build))[0]
         return nnx.merge(self._graphdef, params)

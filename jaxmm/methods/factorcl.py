@@ -279,7 +279,7 @@ class FactorCL(NNXMethod):
             get_view(example_batch, self.config.aug_view)
         rngs = nnx.Rngs(params=rng)
         module = self._build_module(build_model(self.model_config, rngs=rngs), rngs)
-        self._graphdef, params = nnx.split(module, nnx.Param)
+        self._graphdef, params = nnx.split(module)  # Params and BatchStats (BatchNorm head)
         return params
 
     def _build_module(self, model: MultimodalModel, rngs: nnx.Rngs) -> FactorCLModule:

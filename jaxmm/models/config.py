@@ -95,15 +95,24 @@ class FusionConfig(_DictMixin):
 
 @dataclasses.dataclass(frozen=True)
 class HeadConfig(_DictMixin):
-    """Projection head on the fused embedding (CoMM: 3-layer MLP)."""
+    """Projection head on the fused embedding (CoMM: 3-layer MLP, Linear-BatchNorm-ReLU x 2 then
+    Linear, as the official code's `_build_mlp`; norm="none" is the earlier no-norm head, kept
+    for ablations). CoMM carries the BatchNorm running averages through the trainer and uses
+    global (SyncBatchNorm) statistics under data parallelism; the other methods that call the
+    model's head normalise with per-device batch statistics and do not write their running
+    averages back (they never run the head in eval mode)."""
 
     hidden_dims: tuple[int, ...] = (512, 512)  # hidden widths; () = one Linear
     out_dim: int = 256  # projection width
-    norm: str = "none"  # "none" | "layer"
-    activation: str = "relu"  # "relu" | "gelu" | "leaky_relu"
+    norm: str = "batch"  # "batch" (official CoMM) | "layer" | "none"
+    activation: str = "relu"  # "relu" | "gelu" | "quick_gelu" | "leaky_relu"
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
+        if self.norm not in ("batch", "layer", "none"):
+            raise ValueError(
+                f"HeadConfig.norm must be 'batch', 'layer' or 'none', got {self.norm!r}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -97,12 +97,11 @@ class FeatureTokenizer(nnx.Module):
     accepts = VECTOR
 
     def __init__(self, in_features: int, width: int, *, dtype=None, rngs: nnx.Rngs):
-        # Their reference initialises both with U(-1/sqrt(D), 1/sqrt(D)).
-        bound = 1.0 / width**0.5
-        init = jax.nn.initializers.uniform(2 * bound)
+        # N(0, 1), as the official CoMM `FeaturesInputAdapter` (torch.randn); the FT-Transformer
+        # reference uses U(-1/sqrt(D), 1/sqrt(D)) instead.
         self.in_features, self.dtype = in_features, dtype
-        self.weight = nnx.Param(init(rngs.params(), (in_features, width)) - bound)
-        self.bias = nnx.Param(init(rngs.params(), (in_features, width)) - bound)
+        self.weight = nnx.Param(jax.random.normal(rngs.params(), (in_features, width)))
+        self.bias = nnx.Param(jax.random.normal(rngs.params(), (in_features, width)))
 
     def __call__(self, out: EncoderOutput) -> tuple[jax.Array, jax.Array]:
         _check_kind(self, out, VECTOR, "(B, F)")

@@ -68,19 +68,31 @@ def modality_key_mask(masks: Sequence[jax.Array], modality_mask: jax.Array | Non
 
 
 class FusionTransformer(nnx.Module):
-    """The CoMM fusion block (default: 1 layer, 8 heads).
+    """The CoMM fusion block (default: 1 layer, 8 heads), as the official `FusionTransformer`.
 
-    A masked modality is removed through the attention mask (probability exactly 0, `where`), not
-    by zeroing its tokens: the output for "only modality i" is bitwise independent of the other
-    modalities' values and their gradients are exactly 0. The mask is an array, so the n + 1 CoMM
-    passes (all modalities, then each alone) share one compiled function. The [CLS] token is
-    always attended to, so an all-masked input is still well defined (a function of [CLS] only).
+    Matches the official code (github.com/Duplums/CoMM, models/mmfusion.py, "concat" fusion,
+    "cls" pool): [CLS] ~ N(0, 1); pre-norm blocks with a QuickGELU MLP; LayerNorm eps 1e-5; the
+    CLIP init (qkv N(0, D^-1/2), attention-out and fc2 N(0, D^-1/2 (2L)^-1/2), fc1 N(0, (2D)^-1/2),
+    attention biases 0, MLP biases torch's uniform). Remaining deviation: the official attention
+    projects q, k, v with torch's fused `in_proj`; ours is one Linear to 3D split into q, k, v --
+    the same function and parameter count.
+
+    Masking a modality (`modality_mask`, an array): its keys are removed from attention
+    (probability exactly 0, `where`), so the output for "only modality i" is bitwise independent
+    of the other modalities' values and their gradients are exactly 0; one compiled function
+    serves every mask. When the mask is known at trace time (CoMM's n + 1 passes) call the block
+    on the present modalities' tokens only (`MultimodalModel.fuse_present`): that is the official
+    code's token dropping, the same function (to float rounding) at a shorter sequence. The [CLS]
+    token is always attended to, so an all-masked input is still well defined (a function of
+    [CLS] only).
 
     Args:
       width: token width D.
       num_layers, num_heads, mlp_ratio, dropout: Transformer options.
       dtype: compute dtype; softmax and LayerNorms run in float32 and the output is float32.
     """
+
+    eps = 1e-5  # torch LayerNorm default, as the official code
 
     def __init__(
         self,
@@ -94,16 +106,26 @@ class FusionTransformer(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.width, self.rate, self.dtype = width, dropout, dtype
-        self.cls = nnx.Param(jax.nn.initializers.normal(0.02)(rngs.params(), (1, 1, width)))
+        self.cls = nnx.Param(jax.random.normal(rngs.params(), (1, 1, width), jnp.float32))
+        proj_std = width**-0.5 * (2 * num_layers) ** -0.5
+        stds = (width**-0.5, proj_std, (2 * width) ** -0.5, proj_std)
         self.blocks = nnx.List(
             [
                 TransformerBlock(
-                    width, num_heads, mlp_ratio=mlp_ratio, dropout=dropout, dtype=dtype, rngs=rngs
+                    width,
+                    num_heads,
+                    mlp_ratio=mlp_ratio,
+                    dropout=dropout,
+                    activation="quick_gelu",
+                    eps=self.eps,
+                    stds=stds,
+                    dtype=dtype,
+                    rngs=rngs,
                 )
                 for _ in range(num_layers)
             ]
         )
-        self.norm = nnx.LayerNorm(width, dtype=jnp.float32, rngs=rngs)
+        self.norm = nnx.LayerNorm(width, epsilon=self.eps, dtype=jnp.float32, rngs=rngs)
 
     def __call__(
         self,

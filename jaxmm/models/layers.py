@@ -24,6 +24,18 @@ def dropout(x: jax.Array, rate: float, *, deterministic: bool, rngs: nnx.Rngs | 
     return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
+def _normal(std: float):
+    return jax.nn.initializers.normal(std)
+
+
+def _torch_bias(fan_in: int):
+    """torch.nn.Linear's default bias init, U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+        key, shape, dtype, -bound, bound
+    )
+
+
 def check_rank(x: jax.Array, rank: int, what: str, layout: str) -> None:
     if x.ndim != rank:
         raise ValueError(f"{what} expects {layout}, got shape {tuple(x.shape)}")
@@ -36,12 +48,21 @@ class MultiHeadAttention(nnx.Module):
     so outputs at any query, and their gradients, do not depend on masked tokens' values at all.
     """
 
-    def __init__(self, width: int, num_heads: int, *, dtype=None, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        width: int,
+        num_heads: int,
+        *,
+        stds: tuple[float, float] | None = None,
+        dtype=None,
+        rngs: nnx.Rngs,
+    ):
         if width % num_heads:
             raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
-        self.qkv = nnx.Linear(width, 3 * width, dtype=dtype, rngs=rngs)
-        self.out = nnx.Linear(width, width, dtype=dtype, rngs=rngs)
+        kw = {} if stds is None else [dict(kernel_init=_normal(s)) for s in stds]
+        self.qkv = nnx.Linear(width, 3 * width, dtype=dtype, rngs=rngs, **(kw[0] if kw else {}))
+        self.out = nnx.Linear(width, width, dtype=dtype, rngs=rngs, **(kw[1] if kw else {}))
 
     def __call__(self, x: jax.Array, key_mask: jax.Array) -> jax.Array:
         """x: (B, T, D); key_mask: bool (B, T), True for tokens that may be attended to."""
@@ -58,7 +79,16 @@ class MultiHeadAttention(nnx.Module):
 
 
 class TransformerBlock(nnx.Module):
-    """Pre-norm block: x + attn(LN(x)), then x + MLP(LN(x)) (GELU MLP, width * mlp_ratio)."""
+    """Pre-norm block: x + attn(LN(x)), then x + MLP(LN(x)) (MLP width * mlp_ratio).
+
+    Args:
+      width, num_heads, mlp_ratio, dropout: block options.
+      activation: the MLP's activation ("gelu", tanh approximation; "quick_gelu" for CoMM's fusion).
+      eps: LayerNorm epsilon (flax default 1e-6; torch / official CoMM 1e-5).
+      stds: None (flax default inits: LeCun-normal kernels, zero biases) or the CLIP / official
+        CoMM init (qkv, attn-out, fc1, fc2) kernel stds; then qkv / attn-out biases are 0 (torch
+        MultiheadAttention) and fc1 / fc2 biases U(+-1/sqrt(fan_in)) (torch Linear).
+    """
 
     def __init__(
         self,
@@ -67,17 +97,31 @@ class TransformerBlock(nnx.Module):
         *,
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
+        activation: str = "gelu",
+        eps: float = 1e-6,
+        stds: tuple[float, float, float, float] | None = None,
         dtype=None,
         rngs: nnx.Rngs,
     ):
+        from jaxmm.models.mlp import get_activation  # mlp imports nothing from here; no cycle
+
         hidden = int(round(width * mlp_ratio))
         self.dtype = dtype
         self.rate = dropout
-        self.norm1 = nnx.LayerNorm(width, dtype=jnp.float32, rngs=rngs)
-        self.attn = MultiHeadAttention(width, num_heads, dtype=dtype, rngs=rngs)
-        self.norm2 = nnx.LayerNorm(width, dtype=jnp.float32, rngs=rngs)
-        self.fc1 = nnx.Linear(width, hidden, dtype=dtype, rngs=rngs)
-        self.fc2 = nnx.Linear(hidden, width, dtype=dtype, rngs=rngs)
+        self.act = get_activation(activation)
+        self.norm1 = nnx.LayerNorm(width, epsilon=eps, dtype=jnp.float32, rngs=rngs)
+        self.attn = MultiHeadAttention(
+            width, num_heads, stds=None if stds is None else stds[:2], dtype=dtype, rngs=rngs
+        )
+        self.norm2 = nnx.LayerNorm(width, epsilon=eps, dtype=jnp.float32, rngs=rngs)
+        fc = [{}, {}]
+        if stds is not None:
+            fc = [
+                dict(kernel_init=_normal(stds[2]), bias_init=_torch_bias(width)),
+                dict(kernel_init=_normal(stds[3]), bias_init=_torch_bias(hidden)),
+            ]
+        self.fc1 = nnx.Linear(width, hidden, dtype=dtype, rngs=rngs, **fc[0])
+        self.fc2 = nnx.Linear(hidden, width, dtype=dtype, rngs=rngs, **fc[1])
 
     def _norm(self, norm: nnx.LayerNorm, x: jax.Array) -> jax.Array:
         return norm(x.astype(jnp.float32)).astype(x.dtype)
@@ -85,5 +129,5 @@ class TransformerBlock(nnx.Module):
     def __call__(self, x, key_mask, *, deterministic=True, rngs=None):
         kw = dict(deterministic=deterministic, rngs=rngs)
         x = x + dropout(self.attn(self._norm(self.norm1, x), key_mask), self.rate, **kw)
-        y = self.fc2(jax.nn.gelu(self.fc1(self._norm(self.norm2, x))))
+        y = self.fc2(self.act(self.fc1(self._norm(self.norm2, x))))
         return x + dropout(y, self.rate, **kw)

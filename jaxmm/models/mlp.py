@@ -11,7 +11,18 @@ from flax import nnx
 from jaxmm.models.layers import check_rank, dropout
 from jaxmm.models.outputs import VECTOR, EncoderOutput
 
-_ACTIVATIONS = {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "leaky_relu": jax.nn.leaky_relu}
+
+def quick_gelu(x):
+    """QuickGELU, x * sigmoid(1.702 x) (CLIP; the official CoMM fusion Transformer's MLP)."""
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+_ACTIVATIONS = {
+    "relu": jax.nn.relu,
+    "gelu": jax.nn.gelu,
+    "quick_gelu": quick_gelu,
+    "leaky_relu": jax.nn.leaky_relu,
+}
 
 
 def get_activation(name: str):

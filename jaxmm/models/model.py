@@ -22,10 +22,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxmm.models.alexnet import AlexNet
@@ -237,9 +238,39 @@ class MultimodalModel(nnx.Module):
         outs = self._run_encoders(x, valid, deterministic, rngs)
         return {n: o.pooled.astype(jnp.float32) for n, o in zip(self._names, outs, strict=True)}
 
-    def head(self, z: jax.Array) -> jax.Array:
-        """Projection head (B, D) -> (B, out_dim) float32."""
-        return self.projection(z)
+    def fuse_present(
+        self,
+        tokens: Tokens,
+        present: Sequence[bool],
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jax.Array:
+        """`fuse` under a mask known at trace time (True = present): the attention fusion runs on
+        the present modalities' tokens only (the official CoMM passes drop the masked ones; same
+        function, shorter sequence); the linear fusion keeps its fixed slots (`fuse`)."""
+        present = tuple(bool(p) for p in present)
+        if len(present) != len(self._names):
+            raise ValueError(f"present needs {len(self._names)} flags, got {len(present)}")
+        if isinstance(self.fusion, LinearFusion) or not any(present):
+            return self.fuse(tokens, np.asarray(present), deterministic=deterministic, rngs=rngs)
+        keep = [i for i, p in enumerate(present) if p]
+        return self.fusion(
+            [tokens.tokens[i] for i in keep],
+            [tokens.masks[i] for i in keep],
+            deterministic=deterministic,
+            rngs=rngs,
+        )
+
+    def head(self, z: jax.Array, *, train: bool = True, axis_name: str | None = None) -> jax.Array:
+        """Projection head (..., B, D) -> (..., B, out_dim) float32.
+
+        With the default BatchNorm head (`HeadConfig.norm="batch"`) each leading index is
+        normalised over its own B rows with batch statistics (`train=True`, global over
+        `axis_name` inside shard_map) or with the running averages (`train=False`, torch eval
+        mode); see `jaxmm.models.heads.BatchNorm1d`.
+        """
+        return self.projection(z, train=train, axis_name=axis_name)
 
 
 def build_model(cfg: ModelConfig | Mapping, *, rngs: nnx.Rngs) -> MultimodalModel:
