@@ -1,0 +1,226 @@
+"""The side-by-side benchmark against the official CoMM PyTorch code (`launch.bench_official`).
+
+Matched models, thread set-up and the alternating timing loop; see `launch/bench_official.py`
+for what is compared and how to run it. torch and the official checkout are needed only here.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+CONFIGS = ("tiny", "32px")
+
+
+def set_threads(n: int) -> None:
+    flags = os.environ.get("XLA_FLAGS", "")
+    if n == 1:
+        flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    else:
+        flags += f" intra_op_parallelism_threads={n}"
+    os.environ["XLA_FLAGS"] = flags.strip()
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def stand_ins() -> None:
+    """Empty modules for imports of the official code that the train step does not use."""
+    import importlib.machinery
+    import importlib.util
+
+    import torch
+
+    def module(name):  # with a spec, so importlib.util.find_spec (torch._dynamo) accepts it
+        return importlib.util.module_from_spec(importlib.machinery.ModuleSpec(name, None))
+
+    def need(name):
+        try:
+            return importlib.util.find_spec(name) is None
+        except (ImportError, ValueError):
+            return True
+
+    if need("pytorch_lightning"):
+        pl = module("pytorch_lightning")
+
+        class LightningModule(torch.nn.Module):
+            def log_dict(self, *args, **kwargs):
+                pass
+
+        pl.LightningModule, pl.Callback = LightningModule, object
+        sys.modules["pytorch_lightning"] = pl
+    if need("omegaconf"):
+        sys.modules["omegaconf"] = module("omegaconf")
+        sys.modules["omegaconf"].DictConfig = dict
+    if need("tensorboard"):
+        for name in (
+            "tensorboard",
+            "tensorboard.backend",
+            "tensorboard.backend.event_processing",
+            "tensorboard.backend.event_processing.event_accumulator",
+        ):
+            sys.modules[name] = module(name)
+        sys.modules["tensorboard.backend.event_processing"].event_accumulator = sys.modules[
+            "tensorboard.backend.event_processing.event_accumulator"
+        ]
+    if need("pandas"):
+        sys.modules["pandas"] = module("pandas")
+    if need("PIL"):
+        pil = module("PIL")
+        pil.ImageFilter = module("PIL.ImageFilter")
+        sys.modules["PIL"], sys.modules["PIL.ImageFilter"] = pil, pil.ImageFilter
+
+
+def _torch_small_alexnet(channels):
+    """torch twin of `jaxmm.models.AlexNet(variant="small", pool=False)` (NCHW)."""
+    import torch.nn as nn
+
+    spec = ((5, 2), (5, 2), (3, 1), (3, 1), (3, 1))
+    layers, c_in = [], 3
+    for i, (c, (k, p)) in enumerate(zip(channels, spec, strict=True)):
+        layers += [nn.Conv2d(c_in, c, k, 1, p), nn.ReLU()]
+        if i in (0, 1, 4):
+            layers.append(nn.MaxPool2d(2, 2))
+        c_in = c
+    return nn.Sequential(*layers)
+
+
+def _official_model(name: str):
+    import torch
+    from models.input_adapters import FeaturesInputAdapter, PatchedInputAdapter
+    from models.mlp import MLP
+    from models.mmfusion import MMFusion
+    from pl_modules.comm import CoMM as OfficialCoMM
+
+    torch.manual_seed(0)
+    if name == "tiny":
+        w, f = 128, 16
+        encoders = [MLP(f, w, f) for _ in range(2)]
+        adapters = [FeaturesInputAdapter(f, w) for _ in range(2)]
+    else:
+        w = 64
+        encoders = [_torch_small_alexnet((16, 32, 64, 64, 64)) for _ in range(2)]
+        adapters = [PatchedInputAdapter(64, 1, 1, dim_tokens=w, image_size=4) for _ in range(2)]
+    fusion = MMFusion(encoders, adapters, embed_dim=w, n_heads=8, n_layers=1)
+    model = OfficialCoMM(
+        fusion,
+        OfficialCoMM._build_mlp(w, w, w),
+        optim_kwargs={"lr": 1e-3, "weight_decay": 0.01},
+        loss_kwargs={"temperature": 0.1},
+    )
+    model.log_dict = lambda *a, **k: None  # logging needs a Lightning Trainer; not timed
+    return model
+
+
+def _jaxmm_method(name: str):
+    from jaxmm.methods.comm import CoMM
+    from jaxmm.models import FusionConfig, HeadConfig, ModalityConfig, ModelConfig
+
+    if name == "tiny":
+        w, f = 128, 16
+        mods = tuple(
+            ModalityConfig(
+                f"m{i}",
+                "mlp",
+                {"in_features": f, "hidden_dims": [w], "out_dim": f},
+                "feature_tokenizer",
+            )
+            for i in range(2)
+        )
+    else:
+        w = 64
+        mods = tuple(
+            ModalityConfig(
+                f"m{i}",
+                "alexnet",
+                {"channels": [16, 32, 64, 64, 64], "variant": "small", "pool": False},
+                "patch",
+                {"patch_size": 1},
+            )
+            for i in range(2)
+        )
+    cfg = ModelConfig(
+        modalities=mods, fusion=FusionConfig(width=w, num_heads=8), head=HeadConfig((w, w), w)
+    )
+    return CoMM(cfg)
+
+
+def _inputs(name: str, batch: int, seed: int):
+    import numpy as np
+
+    rs = np.random.default_rng(seed)
+    shape = (batch, 16) if name == "tiny" else (batch, 32, 32, 3)
+    return [[rs.standard_normal(shape).astype(np.float32) for _ in range(2)] for _ in range(2)]
+
+
+def run(name: str, official_dir: str, *, batch: int, steps: int, warmup: int, drop: bool):
+    import jax
+    import numpy as np
+    import torch
+    from flax import nnx
+
+    from jaxmm.config import OptimizerConfig, TrainConfig
+    from jaxmm.methods.comm import CoMMConfig
+    from jaxmm.train import Trainer, make_mesh
+
+    views = _inputs(name, batch, 0)
+    to_torch = (
+        (lambda a: torch.from_numpy(a))
+        if name == "tiny"
+        else (lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))))
+    )
+    tbatch = ([to_torch(a) for a in views[0]], [to_torch(a) for a in views[1]])
+    official = _official_model(name)
+    official.train()
+    opt = official.configure_optimizers()
+    n_official = sum(p.numel() for p in official.parameters() if p.requires_grad)
+
+    method = _jaxmm_method(name)
+    if not drop:
+        method = type(method)(method.model_config, CoMMConfig(drop_masked_tokens=False))
+    jbatch = {f"view{v + 1}": {"x": {f"m{i}": views[v][i] for i in range(2)}} for v in range(2)}
+    tcfg = TrainConfig(
+        steps=10**6,
+        batch_size=batch,
+        progress=False,
+        optimizer=OptimizerConfig(lr=1e-3, weight_decay=0.01, schedule="constant", warmup_steps=0),
+    )
+    trainer = Trainer(method, tcfg, jbatch, mesh=make_mesh(jax.devices()[:1]))
+    state = trainer.init_state()
+    n_jaxmm = sum(
+        int(np.prod(x.shape))
+        for x in jax.tree.leaves(nnx.state(method.module(state.params), nnx.Param))
+    )
+    sharded = trainer.shard(jbatch)
+    t0 = time.perf_counter()
+    step = trainer.train_step.lower(state, sharded).compile()
+    compile_s = time.perf_counter() - t0
+
+    def official_step():
+        opt.zero_grad(set_to_none=True)
+        loss = official.training_step(tbatch, 0)
+        loss.backward()
+        opt.step()
+
+    t_off, t_jax = [], []
+    for i in range(warmup + steps):
+        t = time.perf_counter()
+        official_step()
+        dt_off = time.perf_counter() - t
+        t = time.perf_counter()
+        state, metrics = step(state, sharded)
+        jax.block_until_ready(metrics["loss"])
+        dt_jax = time.perf_counter() - t
+        if i >= warmup:
+            t_off.append(dt_off)
+            t_jax.append(dt_jax)
+    med_off, med_jax = statistics.median(t_off), statistics.median(t_jax)
+    return {
+        "config": name,
+        "params_official": n_official,
+        "params_jaxmm": n_jaxmm,
+        "official_ms": 1e3 * med_off,
+        "jaxmm_ms": 1e3 * med_jax,
+        "ratio": med_off / med_jax,
+        "compile_s": compile_s,
+    }
