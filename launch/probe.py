@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.setup_logging(logging.WARNING)
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax / tfds info chatter
+    logging.getLogger("jaxmm.probe").setLevel(logging.INFO)  # a line per probed task
     try:
         run(args)
     except (CheckpointError, ValueError, OSError) as e:

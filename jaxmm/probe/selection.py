@@ -8,6 +8,8 @@ validation with the chosen strength and evaluated once on the test set.
 
 from __future__ import annotations
 
+import logging
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from functools import partial
@@ -20,6 +22,8 @@ import numpy as np
 from jaxmm.probe.fitting import MAX_ITER, RTOL, TOL, _as_float, _fit_kind, standardize
 from jaxmm.probe.metrics import _metrics
 from jaxmm.probe.tasks import _LOWER_IS_BETTER, _METRICS, ProbeResult, ProbeTask, _check_inputs
+
+log = logging.getLogger(__name__)
 
 # Per-sample-scaled L2 strengths of objective (*): 1e-6 is almost unregularised on standardised
 # features, 1 shrinks a probe to nearly the class prior.
@@ -290,7 +294,18 @@ def probe_many(
         missing = [n for n in names if n not in labels]
         if missing:
             raise ValueError(f"{which} has no entry for task(s) {missing}; keys: {sorted(labels)}")
-    return {
-        t.name: probe(train_emb, train_labels[t.name], test_emb, test_labels[t.name], t, **kwargs)
-        for t in tasks
-    }
+    out = {}
+    for i, t in enumerate(tasks):
+        t0 = time.perf_counter()
+        res = probe(train_emb, train_labels[t.name], test_emb, test_labels[t.name], t, **kwargs)
+        out[t.name] = res
+        # Progress a person can follow: probing a run takes seconds to minutes per task.
+        log.info(
+            "probe %d/%d %s: %s in %.1f s",
+            i + 1,
+            len(tasks),
+            t.name,
+            ", ".join(f"{k} {v:.4f}" for k, v in res.metrics.items()),
+            time.perf_counter() - t0,
+        )
+    return out
