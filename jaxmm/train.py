@@ -528,6 +528,13 @@ def train(
     ckpt_dir = os.path.join(workdir, "checkpoints")
     # Decide before writing anything: a refused resume must leave the work dir as it was.
     latest = _latest_finalised_step(ckpt_dir)
+    if n_proc > 1:
+        # Every process looks before process 0 writes (removes tmp dirs, creates the checkpoint
+        # dir): otherwise a late process sees the new dir, opens it, and its orbax barriers no
+        # longer pair with process 0's.
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("jaxmm.train:resume_decision")
     if latest is not None and not config.resume:
         raise ValueError(
             f"{workdir} already holds checkpoint step {latest}; use resume or a new dir"
