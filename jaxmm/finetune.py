@@ -239,3 +239,39 @@ def finetune(
             "accuracy": float(probe_lib.accuracy(y, pred)),
         }
     return out
+
+
+def finetune_tasks(
+    run: pc.LoadedRun,
+    report: dict[str, Any],
+    config: FinetuneConfig,
+    *,
+    split: str | None = None,
+    printer=print,
+) -> dict[str, dict[str, Any]]:
+    """`finetune` for every classification task of a `probe_checkpoint.probe_run` report.
+
+    Prints one line per task (best epoch, fine-tuned vs frozen probe) through `printer`; other
+    task kinds are skipped with a line. Returns ``{task: finetune(...) result}``.
+    """
+    printer(
+        f"\nFine-tuning ({config.mode}, at most {config.epochs} epochs, patience "
+        f"{config.patience}):"
+    )
+    out_all = {}
+    for name, res in report["tasks"].items():
+        if res["kind"] != "classification":
+            printer(f"  {name}: skipped ({res['kind']} task; fine-tuning is classification only)")
+            continue
+        task = probe_lib.ProbeTask(name, "classification", res["num_classes"])
+        out = finetune(run, task, config, split=split)
+        out_all[name] = out
+        line = (
+            f"  {name}: best epoch {out['best_epoch']}, test balanced acc (probe) "
+            f"{out['probe']['metrics']['balanced_accuracy']:.4f} vs frozen "
+            f"{res['metrics']['balanced_accuracy']:.4f}"
+        )
+        if "head" in out:
+            line += f", head {out['head']['balanced_accuracy']:.4f}"
+        printer(line)
+    return out_all

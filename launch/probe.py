@@ -87,7 +87,6 @@ def _parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Loads the checkpoint, probes (or fine-tunes then probes) and returns the report."""
     from jaxmm import finetune as ft_lib
-    from jaxmm import probe as probe_lib
     from jaxmm import probe_checkpoint as pc
 
     run_ = pc.load_run(args.workdir, args.step)
@@ -111,26 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             max_steps_per_epoch=args.max_steps_per_epoch,
             seed=args.seed,
         )
-        report["finetune"] = {}
-        print(
-            f"\nFine-tuning ({args.finetune}, at most {args.epochs} epochs, patience "
-            f"{args.patience}):"
-        )
-        for name, res in report["tasks"].items():
-            if res["kind"] != "classification":
-                print(f"  {name}: skipped ({res['kind']} task; fine-tuning is classification only)")
-                continue
-            task = probe_lib.ProbeTask(name, "classification", res["num_classes"])
-            out = ft_lib.finetune(run_, task, config, split=args.split)
-            report["finetune"][name] = out
-            line = (
-                f"  {name}: best epoch {out['best_epoch']}, test balanced acc (probe) "
-                f"{out['probe']['metrics']['balanced_accuracy']:.4f} vs frozen "
-                f"{res['metrics']['balanced_accuracy']:.4f}"
-            )
-            if "head" in out:
-                line += f", head {out['head']['balanced_accuracy']:.4f}"
-            print(line)
+        report["finetune"] = ft_lib.finetune_tasks(run_, report, config, split=args.split)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
