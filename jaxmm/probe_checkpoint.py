@@ -224,6 +224,7 @@ def default_tasks(
     cfg: experiment.ExperimentConfig,
     labels: Mapping[str, np.ndarray],
     names: Sequence[str] | None = None,
+    class_weights: Mapping[str, str | None] | None = None,
 ) -> list[probe_lib.ProbeTask]:
     """Probe tasks for the run's labels (or ``names``), their kind read from the dataset.
 
@@ -231,10 +232,14 @@ def default_tasks(
     where it has one, else the largest label seen plus one), 0/1 float vectors multilabel, other
     floats regression.
 
+    ``class_weights`` maps a classification task's name to its ``ProbeTask.class_weight``
+    (``"balanced"``); the others weigh every example alike.
+
     Raises:
       ValueError: a requested task that is not one of the run's labels.
     """
     names = list(cfg.data.labels if names is None else names)
+    class_weights = dict(class_weights or {})
     unknown = [n for n in names if n not in labels]
     if unknown:
         raise ValueError(f"task(s) {unknown} are not labels of this run; labels: {sorted(labels)}")
@@ -244,7 +249,11 @@ def default_tasks(
         y = np.asarray(labels[name])
         if np.issubdtype(y.dtype, np.integer) and y.ndim == 1:
             k = getattr(features[name], "num_classes", None) if name in features else None
-            tasks.append(probe_lib.ProbeTask(name, "classification", int(k or y.max() + 1)))
+            tasks.append(
+                probe_lib.ProbeTask(
+                    name, "classification", int(k or y.max() + 1), None, class_weights.get(name)
+                )
+            )
         elif y.ndim == 2 and np.isin(y, (0.0, 1.0)).all():
             tasks.append(probe_lib.ProbeTask(name, "multilabel", y.shape[1]))
         else:
@@ -256,6 +265,7 @@ def _result_dict(res: probe_lib.ProbeResult) -> dict[str, Any]:
     return {
         "kind": res.task.kind,
         "num_classes": res.task.num_classes,
+        "class_weight": res.task.class_weight,
         "metrics": res.metrics,
         "chance": res.chance,
         "l2": res.l2,
@@ -301,6 +311,8 @@ def probe_run(
     train_split: str | None = None,
     tasks: Sequence[str] | None = None,
     batch_size: int | None = None,
+    class_weights: Mapping[str, str | None] | None = None,
+    compare_unweighted: bool = False,
     **probe_kwargs: Any,
 ) -> dict[str, Any]:
     """Embeds the train and test splits of a restored run and fits a linear probe per task.
@@ -311,6 +323,9 @@ def probe_run(
       train_split: the split probes are fitted on (default the config's ``data.train_split``).
       tasks: label names to probe (default all of the config's ``data.labels``).
       batch_size: evaluation batch (default ``data.eval_batch_size``).
+      class_weights: {task name: "balanced"} for class-weighted probes (see `ProbeTask`).
+      compare_unweighted: also fit each class-weighted task without weights, on the same
+        embeddings; reported under ``tasks_unweighted``.
       probe_kwargs: passed to `jaxmm.probe.probe` (``l2_grid``, ``val_fraction``, ``seed``, ...).
 
     Returns:
@@ -324,9 +339,13 @@ def probe_run(
     train = extract_embeddings(run.method, run.params, cfg, train_split, batch_size=batch_size)
     test = extract_embeddings(run.method, run.params, cfg, split, batch_size=batch_size)
     t_embed = time.perf_counter() - t0
-    task_list = default_tasks(cfg, train[1], tasks)
+    task_list = default_tasks(cfg, train[1], tasks, class_weights)
     t0 = time.perf_counter()
     results = probe_embeddings(train, test, task_list, **probe_kwargs)
+    unweighted = {}
+    if compare_unweighted:
+        plain = [dataclasses.replace(t, class_weight=None) for t in task_list if t.class_weight]
+        unweighted = probe_embeddings(train, test, plain, **probe_kwargs) if plain else {}
     report = {
         "experiment": run.config.name,
         "method": run.config.method.name,
@@ -342,6 +361,8 @@ def probe_run(
         "tasks": results,
         "seconds": {"embed": t_embed, "probe": time.perf_counter() - t0},
     }
+    if compare_unweighted:
+        report["tasks_unweighted"] = unweighted
     if cfg.data.builder == _TRIFEATURE:
         report["rus"] = rus_summary(results)
     return report

@@ -38,6 +38,7 @@ checks), `jaxmm.probe.fitting` (the fits of objective (*)), `jaxmm.probe.metrics
 
 from jaxmm.probe.fitting import (
     LinearFit,
+    balanced_class_weights,
     fit_logistic,
     fit_logistic_path,
     fit_multilabel_logistic,
@@ -75,6 +76,7 @@ __all__ = [
     "ProbeTask",
     "accuracy",
     "balanced_accuracy",
+    "balanced_class_weights",
     "f1_score",
     "fit_logistic",
     "fit_logistic_path",

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import optax.tree_utils as otu
 
@@ -155,9 +156,21 @@ def _warm_path(objective, x, targets, l2, init, max_iter, tol, rtol) -> LinearFi
 
 
 @partial(jax.jit, static_argnames=("num_classes", "max_iter", "tol", "rtol"))
-def _fit_softmax(x, labels, l2, init=None, *, num_classes, max_iter, tol, rtol):
+def _fit_softmax(x, labels, l2, init=None, class_weights=None, *, num_classes, max_iter, tol, rtol):
+    # Class weights scale the one-hot targets: the objective's data term becomes
+    # mean_i weight[y_i] CE_i (scikit-learn's per-class `class_weight`).
     onehot = jax.nn.one_hot(labels, num_classes, dtype=x.dtype)
+    if class_weights is not None:
+        onehot = onehot * jnp.asarray(class_weights, x.dtype)
     return _warm_path(_softmax_objective, x, onehot, l2, init, max_iter, tol, rtol)
+
+
+def balanced_class_weights(labels: Any, num_classes: int) -> np.ndarray:
+    """``n / (K n_c)`` per class (0 for a class absent from ``labels``): scikit-learn's
+    ``class_weight="balanced"``; every class then carries the same total weight."""
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes).astype(np.float64)
+    n = counts.sum()
+    return np.where(counts > 0, n / (num_classes * np.maximum(counts, 1.0)), 0.0)
 
 
 @partial(jax.jit, static_argnames=("max_iter", "tol", "rtol"))
@@ -196,6 +209,7 @@ def fit_logistic(
     max_iter: int = MAX_ITER,
     tol: float = TOL,
     rtol: float = RTOL,
+    class_weights: Any = None,
 ) -> LinearFit:
     """Multinomial logistic regression minimising objective (*) with L-BFGS.
 
@@ -212,6 +226,9 @@ def fit_logistic(
       tol: stop once the gradient's L2 norm falls below this.
       rtol: stop after a step that lowers the objective by no more than ``rtol`` times its value
         (meaningful in float64, as `jaxmm.probe.probe` fits; in float32 it detects a stall).
+      class_weights: optional ``(K,)`` weights; the data term becomes
+        ``mean_i class_weights[y_i] CE_i`` (scikit-learn's ``class_weight``; see
+        :func:`balanced_class_weights`).
 
     Returns:
       ``LinearFit(w (d, K), b (K,), num_iter, grad_norm, converged)``.
@@ -225,6 +242,8 @@ def fit_logistic(
         x,
         jnp.asarray(labels, jnp.int32),
         jnp.asarray(l2, x.dtype),
+        None,
+        None if class_weights is None else jnp.asarray(class_weights, x.dtype),
         num_classes=int(num_classes),
         max_iter=int(max_iter),
         tol=float(tol),
@@ -349,12 +368,18 @@ def fit_ridge_path(x: Any, y: Any, l2s: Any) -> LinearFit:
     return _fit_ridge(x, jnp.asarray(y, x.dtype), l2s)
 
 
-def _fit_kind(kind, x, y, l2, num_classes, max_iter, tol, rtol, init=None) -> LinearFit:
-    """Fit one kind of probe; ``l2`` scalar or an ``(L,)`` path; ``init`` a warm start."""
+def _fit_kind(
+    kind, x, y, l2, num_classes, max_iter, tol, rtol, init=None, class_weight=None
+) -> LinearFit:
+    """Fit one kind of probe; ``l2`` scalar or an ``(L,)`` path; ``init`` a warm start;
+    ``class_weight`` None or "balanced" (classification)."""
     if kind == "classification":
+        weights = None
+        if class_weight == "balanced":
+            weights = jnp.asarray(balanced_class_weights(y, num_classes), x.dtype)
         y = jnp.asarray(y, jnp.int32)
         return _fit_softmax(
-            x, y, l2, init, num_classes=num_classes, max_iter=max_iter, tol=tol, rtol=rtol
+            x, y, l2, init, weights, num_classes=num_classes, max_iter=max_iter, tol=tol, rtol=rtol
         )
     if kind == "multilabel":
         y = jnp.asarray(y, x.dtype)

@@ -209,7 +209,7 @@ def _probe(
         raise ValueError(
             f"l2_grid must be a non-empty 1-D sequence of positive numbers, got {grid}"
         )
-    kind, metric = task.kind, task.selection_metric
+    kind, metric, cw = task.kind, task.selection_metric, task.class_weight
     max_iter, tol, rtol = int(max_iter), float(tol), float(rtol)
     path_info: dict[str, list] = {}
     init = None
@@ -224,7 +224,7 @@ def _probe(
             fit_idx, val_idx = random_split(x_tr.shape[0], val_fraction, key)
         xs, mean, std = standardize(x_tr[fit_idx])
         xv, _, _ = standardize(x_tr[val_idx], mean, std)
-        fits = _fit_kind(kind, xs, y_tr[fit_idx], _as_float(grid), k, max_iter, tol, rtol)
+        fits = _fit_kind(kind, xs, y_tr[fit_idx], _as_float(grid), k, max_iter, tol, rtol, None, cw)
         scores = np.asarray(
             _validation_scores(kind, metric, k, jnp.asarray(y_tr[val_idx]), xv, fits.w, fits.b),
             dtype=np.float64,
@@ -249,7 +249,7 @@ def _probe(
 
     xs, mean, std = standardize(x_tr)
     xt, _, _ = standardize(x_te, mean, std)
-    fit = _fit_kind(kind, xs, y_tr, jnp.asarray(best, xs.dtype), k, max_iter, tol, rtol, init)
+    fit = _fit_kind(kind, xs, y_tr, jnp.asarray(best, xs.dtype), k, max_iter, tol, rtol, init, cw)
     test_metrics = _metrics(kind, jnp.asarray(y_te), xt @ fit.w + fit.b, k)
     fit_info = {}
     if fit.num_iter is not None:

@@ -42,12 +42,18 @@ class ProbeTask:
         training labels when None.
       select_by: metric that picks the L2 strength on the validation hold-out; defaults to
         balanced accuracy / MSE / macro F1 for the three kinds.
+      class_weight: classification only. None weighs every example alike (the official CoMM
+        probe); ``"balanced"`` weighs class ``c`` by ``n / (K n_c)`` (scikit-learn's
+        ``class_weight="balanced"``), so the fitted objective is the one balanced accuracy
+        scores: on a rare class (the synergy task's 10% positives) an unweighted fit puts its
+        threshold where it predicts the majority class, whatever the ranking (AUROC) says.
     """
 
     name: str
     kind: str
     num_classes: int | None = None
     select_by: str | None = None
+    class_weight: str | None = None
 
     def __post_init__(self):
         if self.kind not in _KINDS:
@@ -63,6 +69,16 @@ class ProbeTask:
                     f"ProbeTask {self.name!r}: num_classes must be >= {minimum}, "
                     f"got {self.num_classes}"
                 )
+        if self.class_weight not in (None, "balanced"):
+            raise ValueError(
+                f"ProbeTask {self.name!r}: class_weight must be None or 'balanced', "
+                f"got {self.class_weight!r}"
+            )
+        if self.class_weight is not None and self.kind != "classification":
+            raise ValueError(
+                f"ProbeTask {self.name!r}: class_weight applies to classification, not "
+                f"{self.kind!r}"
+            )
         if self.select_by is not None and self.select_by not in _METRICS[self.kind]:
             raise ValueError(
                 f"ProbeTask {self.name!r}: select_by must be one of {_METRICS[self.kind]} for "
