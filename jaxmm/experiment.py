@@ -34,7 +34,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import jax
@@ -44,7 +44,7 @@ from jaxmm import config as config_lib
 from jaxmm.config import DistributedConfig, OptimizerConfig, TrainConfig
 from jaxmm.data import arrays as arrays_lib
 from jaxmm.data import augment as aug_lib
-from jaxmm.data import builders, pipeline
+from jaxmm.data import augment_jax, builders, pipeline
 from jaxmm.methods import base
 from jaxmm.methods import registry as method_registry
 from jaxmm.models import ModelConfig
@@ -65,6 +65,7 @@ __all__ = [
     "check_run",
     "data_spec",
     "dataset_features",
+    "device_augmentation",
     "example_spec",
     "num_train_examples",
     "override",
@@ -83,6 +84,13 @@ __all__ = [
 _AUGMENT_PRESETS: dict[str, dict[str, Any]] = {
     aug_lib.IMAGE: {
         "simclr": lambda s: aug_lib.simclr_image_augmentations(strength=s),
+        # SimCLR for small images (<= 64 px, the demo's 32 px Trifeature): crop scale (0.5, 1),
+        # no blur. At 32 px a 0.08 crop keeps under half of the object in 22% of views and a
+        # sigma <= 2 px blur erases a 4-6 px texture (SimCLR's own CIFAR recipe drops the blur);
+        # the ablation is in docs/results.md.
+        "simclr_small": lambda s: aug_lib.simclr_image_augmentations(
+            strength=s, crop_scale=(0.5, 1.0), blur_p=0.0
+        ),
         "unique": lambda s: aug_lib.unique_image_augmentations(strength=s),
         # Geometric only, for any channel count and standardised values (.npz images): colour
         # jitter assumes RGB in [0, 1].
@@ -125,8 +133,9 @@ class ModalityData:
     name: str  # example field (also the modality's name in batch["viewN"]["x"] and the model)
     kind: Literal["image", "time_series", "tabular", "tokens", "auto"] = AUTO  # decides the
     #                           augmentation set; "auto": from the .npz array's rank (data.path)
-    augment: str = "default"  # preset: image simclr|unique|none; time_series noise_drop|noise|drop|
-    #                           crop|none; tabular noise|none; "default" = the kind's CoMM default
+    augment: str = "default"  # preset: image simclr|simclr_small|unique|crop|none; time_series
+    #                           noise_drop|noise|drop|crop|none; tabular noise|none; "default" =
+    #                           the kind's CoMM default
     strength: float = 1.0  # image colour-jitter strength; noise sigma = 0.1 * strength
 
     @classmethod
@@ -181,6 +190,10 @@ class DataConfig:
     num_views: int = 2  # augmented views per training example
     seed: int = 0  # shuffling and augmentation draws
     num_workers: int = 0  # grain worker processes (0 = in-process)
+    # Where the training views are augmented: "host" (the grain pipeline, NumPy, per example) or
+    # "device" (image modalities only: `jaxmm.data.augment_jax` inside the jitted train step; the
+    # pipeline then yields one clean view and the step draws `num_views` augmented ones).
+    augment_on: Literal["host", "device"] = "host"
     eval_batch_size: int = 256  # global batch of evaluation passes
     # --- A user's own arrays (jaxmm.data.arrays; README "Your own data"). With `path` set, the
     # data come from that .npz instead of `builder`; `resolve_data` infers modalities and labels.
@@ -202,6 +215,10 @@ class DataConfig:
                 raise ValueError(f"DataConfig.{field} must be >= 1, got {getattr(self, field)}")
         if self.num_workers < 0:
             raise ValueError(f"DataConfig.num_workers must be >= 0, got {self.num_workers}")
+        if self.augment_on not in ("host", "device"):
+            raise ValueError(
+                f"DataConfig.augment_on must be 'host' or 'device', got {self.augment_on!r}"
+            )
 
 
 def data_spec(data: DataConfig) -> pipeline.DataSpec:
@@ -225,7 +242,12 @@ def data_spec(data: DataConfig) -> pipeline.DataSpec:
                 f"modalities, got {seq}"
             )
         joint = ((data.joint_augment, {"modalities": tuple(seq)}),)
-    specs = {m.name: pipeline.ModalitySpec(m.kind, m.augmentations()) for m in data.modalities}
+    if data.augment_on == "device":
+        _check_device_augment(data)
+        # The views are drawn in the train step (`device_augmentation`); the pipeline's is clean.
+        specs = {m.name: pipeline.ModalitySpec(m.kind, []) for m in data.modalities}
+    else:
+        specs = {m.name: pipeline.ModalitySpec(m.kind, m.augmentations()) for m in data.modalities}
     if data.path is not None:  # .npz images arrive standardised, with any number of channels
         for m in data.modalities:
             if m.kind == aug_lib.IMAGE:
@@ -488,6 +510,63 @@ def num_train_examples(cfg: ExperimentConfig) -> int:
     return builder.info.splits[split].num_examples
 
 
+def _preset(m: ModalityData) -> str:
+    return _DEFAULT_AUGMENT[m.kind] if m.augment == "default" else m.augment
+
+
+def _check_device_augment(data: DataConfig) -> None:
+    bad = [m.name for m in data.modalities if m.kind != aug_lib.IMAGE]
+    if bad:
+        raise ValueError(
+            f"DataConfig.augment_on='device' augments image modalities only; {bad} are not "
+            "images (use augment_on='host')"
+        )
+    if data.path is not None:
+        raise ValueError(
+            "DataConfig.augment_on='device' needs RGB images in [0, 255] from a builder; "
+            ".npz images (data.path) arrive standardised: use augment_on='host'"
+        )
+    for m in data.modalities:
+        augment_jax.preset_augment(_preset(m), m.strength)  # one error naming an unknown preset
+
+
+def device_augmentation(cfg: ExperimentConfig) -> Callable[[Any, jax.Array], Any] | None:
+    """The train step's batch transform of a ``data.augment_on="device"`` config, else None.
+
+    ``transform(batch, key)`` takes the pipeline's batch (one clean, normalised ``view1``) and
+    returns ``view1 ... view<num_views>``, each image modality augmented by the device version
+    of its preset (`jaxmm.data.augment_jax.preset_augment`) on [0, 1] pixels and normalised
+    again; labels pass through. Every view and modality draws from its own fold of `key`.
+    """
+    data = cfg.data
+    if data.augment_on != "device":
+        return None
+    spec = data_spec(data)
+    steps = {
+        m.name: (
+            augment_jax.preset_augment(_preset(m), m.strength),
+            np.asarray(spec.modalities[m.name].mean, np.float32),
+            np.asarray(spec.modalities[m.name].std, np.float32),
+        )
+        for m in data.modalities
+    }
+    num_views = data.num_views
+
+    def transform(batch: Any, key: jax.Array) -> Any:
+        clean = batch["view1"]
+        out = {k: v for k, v in batch.items() if not k.startswith("view")}
+        for v in range(num_views):
+            xs = {}
+            for i, (name, (fn, mean, std)) in enumerate(steps.items()):
+                k = jax.random.fold_in(jax.random.fold_in(key, v), i)
+                x01 = clean["x"][name] * std + mean
+                xs[name] = (fn(k, x01) - mean) / std
+            out[f"view{v + 1}"] = {"x": xs, "valid": dict(clean.get("valid") or {})}
+        return out
+
+    return transform
+
+
 def build_train_iterator(
     cfg: ExperimentConfig, *, process_index: int | None = None, process_count: int | None = None
 ) -> tuple[Any, Any]:
@@ -511,7 +590,7 @@ def build_train_iterator(
         data_spec(cfg.data),
         batch_size=cfg.train.batch_size,
         seed=cfg.data.seed,
-        num_views=cfg.data.num_views,
+        num_views=1 if cfg.data.augment_on == "device" else cfg.data.num_views,
         num_workers=cfg.data.num_workers,
         process_index=process_index,
         process_count=process_count,

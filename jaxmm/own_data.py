@@ -177,6 +177,7 @@ def fit(
         experiment.build_method(cfg),
         it,
         experiment_config=cfg.to_dict(),
+        batch_transform=experiment.device_augmentation(cfg),
     )
     return cfg
 

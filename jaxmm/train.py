@@ -51,7 +51,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import flax
@@ -257,6 +257,8 @@ class Trainer:
       config: the training config.
       example_batch: one process-local batch (numpy); only its shapes and dtypes are used.
       mesh: a mesh with a "data" axis; default all devices.
+      batch_transform: optional ``(batch, key) -> batch`` run on each device's shard inside
+        the step before the loss (see `train`); `example_batch` is its input.
 
     Example:
       >>> trainer = Trainer(method, cfg, example_batch)
@@ -271,14 +273,19 @@ class Trainer:
         example_batch: Any,
         *,
         mesh: jax.sharding.Mesh | None = None,
+        batch_transform: Callable[[Any, jax.Array], Any] | None = None,
     ):
         self.method, self.config = method, config
+        self.batch_transform = batch_transform
         self.mesh = make_mesh() if mesh is None else mesh
         if DATA_AXIS not in self.mesh.axis_names:
             raise ValueError(f"mesh needs a {DATA_AXIS!r} axis, got axes {self.mesh.axis_names}")
         self.replicated = NamedSharding(self.mesh, P())
         self.data_sharding = NamedSharding(self.mesh, P(DATA_AXIS))
         self._example = _zeros_like_batch(example_batch)
+        if batch_transform is not None:  # the method sees transformed batches
+            shapes = jax.eval_shape(batch_transform, self._example, jax.random.key(0))
+            self._example = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
         self.has_inner = base.has_inner(method)
         self._init_rng, self._state_rng = jax.random.split(jax.random.key(config.seed))
         # eval_shape also lets NNX methods record their graphdef without allocating parameters.
@@ -338,6 +345,9 @@ class Trainer:
         def per_device(params, batch, rng):
             # Distinct randomness per shard (dropout, masks); replicated params: one key per step.
             rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA_AXIS))
+            if self.batch_transform is not None:  # e.g. device augmentation; no gradient
+                rng, k_batch = jax.random.split(rng)
+                batch = self.batch_transform(batch, k_batch)
 
             def objective(p):
                 loss, metrics = loss_fn(p, batch, rng, axis_name=DATA_AXIS)
@@ -471,6 +481,7 @@ def train(
     *,
     mesh: jax.sharding.Mesh | None = None,
     experiment_config: Any = None,
+    batch_transform: Callable[[Any, jax.Array], Any] | None = None,
 ) -> TrainState:
     """Trains `method` for `config.steps` steps on this process's batches from `train_iter`.
 
@@ -490,6 +501,9 @@ def train(
       experiment_config: the full experiment config (`jaxmm.experiment.ExperimentConfig` or its
         `to_dict()`) stored with each checkpoint, from which `launch.probe` rebuilds the model.
         None stores no config (a bare `TrainConfig` cannot rebuild a model) and warns.
+      batch_transform: ``(batch, key) -> batch`` applied to each device's shard inside the
+        jitted step, before the loss and outside its gradient (the device augmentation of
+        `jaxmm.experiment.device_augmentation`); keys differ per step and device.
 
     Returns:
       The final `TrainState`.
@@ -517,7 +531,7 @@ def train(
             f"train.batch_size={config.batch_size} over "
             f"{n_proc} process(es) needs {local_bs} per process"
         )
-    trainer = Trainer(method, config, example, mesh=mesh)
+    trainer = Trainer(method, config, example, mesh=mesh, batch_transform=batch_transform)
     mesh = trainer.mesh
     if config.batch_size % mesh.shape[DATA_AXIS]:
         raise ValueError(

@@ -190,4 +190,5 @@ def run(cfg: experiment.ExperimentConfig):
         experiment.build_method(cfg),
         it,
         experiment_config=cfg.to_dict(),
+        batch_transform=experiment.device_augmentation(cfg),
     )

@@ -1,0 +1,93 @@
+"""Device augmentation (DataConfig.augment_on="device"): the train step draws the views."""
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmm import experiment as ex
+from jaxmm.data import augment_jax as aj
+from jaxmm.experiments import training
+from launch import configs
+
+
+def _cfg(tmp_path, *sets):
+    cfg = configs.get_config("comm_trifeature", "smoke")
+    return ex.override(
+        cfg,
+        [
+            "data.augment_on=device",
+            f"data.data_dir={tmp_path / 'data'}",
+            f"train.workdir={tmp_path / 'run'}",
+            *sets,
+        ],
+    )
+
+
+def _clean_batch(b=4, size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    img = lambda: ((rng.uniform(size=(b, size, size, 3)) - mean) / std).astype(np.float32)
+    return {
+        "view1": {"x": {"image1": img(), "image2": img()}, "valid": {}},
+        "labels": {"shape": np.arange(b)},
+    }
+
+
+def test_transform_draws_views_and_none_preset_is_the_identity(tmp_path):
+    batch = _clean_batch()
+    cfg = _cfg(tmp_path)
+    transform = jax.jit(ex.device_augmentation(cfg))
+    out = transform(batch, jax.random.key(0))
+    assert set(out) == {"view1", "view2", "labels"}
+    np.testing.assert_array_equal(out["labels"]["shape"], batch["labels"]["shape"])
+    v1, v2 = out["view1"]["x"]["image1"], out["view2"]["x"]["image1"]
+    assert v1.shape == batch["view1"]["x"]["image1"].shape
+    assert not np.allclose(v1, v2)  # two independent draws
+    again = transform(batch, jax.random.key(0))
+    np.testing.assert_array_equal(again["view2"]["x"]["image2"], out["view2"]["x"]["image2"])
+    # Preset "none": de-normalise, no augmentation, normalise again = the clean view.
+    mods = tuple(dataclasses.replace(m, augment="none") for m in cfg.data.modalities)
+    plain = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, modalities=mods))
+    same = ex.device_augmentation(plain)(batch, jax.random.key(1))
+    for v in ("view1", "view2"):
+        for name in ("image1", "image2"):
+            np.testing.assert_allclose(
+                same[v]["x"][name], batch["view1"]["x"][name], atol=1e-5, rtol=0
+            )
+
+
+def test_simclr_small_device_preset_keeps_the_solid_image_and_never_blurs():
+    # A constant image stays constant under crop, flip, grayscale and (no) blur; only the jitter
+    # moves its value. A sharp edge survives: the small preset has no blur.
+    x = jnp.zeros((16, 32, 32, 3)).at[:, :, 16:].set(1.0)
+    out = aj.preset_augment("simclr_small")(jax.random.key(3), x)
+    assert out.shape == x.shape
+    # Crops keep >= ~half the image, so each row still holds both sides of the edge.
+    left, right = out[:, :, :4].mean(axis=(1, 2, 3)), out[:, :, -4:].mean(axis=(1, 2, 3))
+    assert np.all(np.abs(np.asarray(left - right)) > 0.2)
+    with pytest.raises(ValueError, match="device presets"):
+        aj.preset_augment("crop")
+
+
+def test_device_augmented_smoke_run_trains_on_8_devices(tmp_path):
+    cfg = _cfg(tmp_path)
+    assert jax.device_count() == 8
+    training.prepare(cfg)
+    it, example = ex.build_train_iterator(cfg, process_index=0, process_count=1)
+    assert set(example) == {"view1", "labels"}  # the pipeline's one clean view
+    state = training.run(cfg)
+    assert int(state.step) == cfg.train.steps
+    with open(os.path.join(cfg.train.workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert all(np.isfinite(r["loss"]) and r["nonfinite"] == 0 for r in rows)
+
+
+def test_device_augmentation_refuses_non_image_modalities():
+    cfg = configs.get_config("cmc_synthetic", "smoke")
+    with pytest.raises(ValueError, match="augments image modalities only"):
+        ex.validate(ex.override(cfg, ["data.augment_on=device"]), trace=False)
