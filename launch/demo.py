@@ -25,9 +25,48 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--methods", default="comm,cross", help=f"comma-separated, from {sorted(_REGISTRY)}"
     )
-    p.add_argument("--steps", type=int, default=400, help="pre-training steps per run")
+    p.add_argument(
+        "--steps", type=int, default=None, help=f"pre-training steps of the R/U runs ({DEFAULT[0]})"
+    )
+    p.add_argument(
+        "--synergy-steps",
+        type=int,
+        default=None,
+        help=f"pre-training steps of the synergy runs ({DEFAULT[1]}; 0: --steps)",
+    )
+    p.add_argument(
+        "--long",
+        action="store_true",
+        help=f"the longer setting (about an hour on 2 CPU cores): {LONG[0]} and {LONG[1]} "
+        "steps unless --steps / --synergy-steps say otherwise",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="pre-training batch size")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (constant)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")
+    p.add_argument(
+        "--schedule",
+        default="constant",
+        choices=("constant", "cosine"),
+        help="learning-rate schedule after the warm-up",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=50,
+        help="warm-up steps of the cosine schedule (at most a tenth of a run's steps)",
+    )
+    p.add_argument(
+        "--texture-period",
+        type=int,
+        default=4,
+        help="Trifeature texture period in px (4 at 32 px; the builder's default is 6)",
+    )
+    p.add_argument(
+        "--augment",
+        default="simclr_small",
+        choices=("simclr_small", "simclr"),
+        help="image augmentations of the SSL views: simclr_small (crop 0.5-1, no blur) or "
+        "simclr (the paper's set: crop 0.08-1, blur)",
+    )
     p.add_argument("--channels", default="16,32,64,64,64", help="AlexNet conv widths")
     p.add_argument("--width", type=int, default=64, help="embedding / fusion / projection width")
     p.add_argument("--data-dir", default="data", help="TFDS data directory")
@@ -37,12 +76,45 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the configs' smoke variant (64 pairs, 4-channel AlexNet): for tests",
     )
+    p.add_argument(
+        "--augment-on",
+        default="device",
+        choices=("device", "host"),
+        help="where the SSL views are augmented: in the jitted train step (device) or in the "
+        "grain pipeline (host)",
+    )
+    p.add_argument(
+        "--probe-every",
+        type=int,
+        default=0,
+        help="also checkpoint every N steps and probe each checkpoint: R/U/S against steps "
+        "in results.json and curve.png (0: final checkpoint only)",
+    )
+    p.add_argument(
+        "--no-init-row",
+        dest="init_row",
+        action="store_false",
+        help="skip the random-init row (CoMM's model probed before any training step)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no training progress bars")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+# (R/U steps, synergy steps): the default demo and --long.
+DEFAULT, LONG = (1200, 400), (4800, 1600)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line with the step defaults of the chosen setting filled in."""
     args = _parser().parse_args(argv)
+    steps, synergy_steps = LONG if args.long else DEFAULT
+    args.steps = steps if args.steps is None else args.steps
+    args.synergy_steps = synergy_steps if args.synergy_steps is None else args.synergy_steps
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logs.setup_logging(quiet=("jaxmm.train", "launch.train"))
     logging.getLogger("absl").setLevel(logging.ERROR)  # tfds/orbax chatter on every open
     return lib.run(args)

@@ -269,3 +269,27 @@ def test_unique_image_augmentation_never_crops_a_marked_corner():
     full = A.simclr_image_augmentations()
     assert [n for n, _ in full][0] == "random_resized_crop"
     assert "horizontal_flip" not in [n for n, _ in A.unique_image_augmentations(flip=False)]
+
+
+def test_simclr_small_preset_keeps_half_the_image_and_never_blurs():
+    # The demo's preset for 32 px images (jaxmm.experiment "simclr_small"): crop scale (0.5, 1)
+    # and no Gaussian blur, the rest of SimCLR's set unchanged.
+    from jaxmm import experiment
+
+    names = experiment.ModalityData("image1", "image", "simclr_small").augmentations()
+    assert [n for n, _ in names] == [
+        "random_resized_crop",
+        "horizontal_flip",
+        "color_jitter",
+        "random_grayscale",
+    ]
+    crop = A.make_augmentation(names[0][0], **names[0][1])
+    rng = np.random.default_rng(0)
+    areas = []
+    for _ in range(2000):
+        top, left, h, w = crop.crop_box(32, 32, rng)
+        areas.append(h * w / 32**2)
+    # Rounding of the box to whole pixels lets an area fall a little under the nominal 0.5.
+    assert min(areas) >= 0.45 and max(areas) <= 1.0
+    paper = dict(experiment.ModalityData("image1", "image", "simclr").augmentations())
+    assert paper["random_resized_crop"]["scale"] == (0.08, 1.0) and "gaussian_blur" in paper

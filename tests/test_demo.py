@@ -73,6 +73,45 @@ def test_tiny_demo_runs_end_to_end(tmp_path):
     assert (out / "runs" / "cross_rus" / "checkpoints").is_dir()
 
 
+def test_tiny_comm_demo_has_init_row_curve_and_both_synergy_probes(tmp_path):
+    out = tmp_path / "demo"
+    argv = ["--tiny", "--methods", "comm", "--steps", "2", "--batch-size", "8"]
+    argv += ["--probe-every", "1", "--no-progress", "--out", str(out)]
+    assert demo_cli.main([*argv, "--data-dir", str(tmp_path / "data")]) == 0
+    result = json.loads((out / "results.json").read_text())
+    # The random-init row has every interaction; CoMM's curve starts at that step 0.
+    assert set(result["summary"]["comm-init"]) >= {"redundancy", "uniqueness", "synergy"}
+    assert result["reports"]["comm-init_all"]["step"] == 0
+    assert [p["step"] for p in result["reports"]["comm_rus"]["curve"]] == [1, 2]
+    assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    syn = result["reports"]["comm_synergy"]
+    assert syn["tasks"]["synergy"]["class_weight"] == "balanced"
+    assert syn["synergy_unweighted"]["class_weight"] is None
+    assert "synergy_unweighted" in result["summary"]["comm"]
+    assert result["configs"]["comm_rus"]["data"]["augment_on"] == "device"
+
+
 @pytest.mark.slow
 def test_full_demo(tmp_path):
     assert demo_cli.main(["--out", str(tmp_path / "demo"), "--no-progress"]) == 0
+
+
+def test_demo_recipe_is_the_documented_one():
+    # docs/results.md "Recipe": both experiments render a 4 px texture period; CoMM's views use
+    # the small-image SimCLR set, Cross contrasts the unaugmented images (registry config).
+    args = demo_cli.parse_args([])
+    comm = demo.demo_config("comm", None, args)
+    assert [m.augment for m in comm.data.modalities] == ["simclr_small", "simclr_small"]
+    assert comm.data.builder_overrides == {"texture_period": 4}
+    assert comm.data.augment_on == "device"  # views drawn in the jitted step
+    assert (comm.train.steps, comm.optimizer.schedule) == (1200, "constant")
+    assert demo.demo_config("comm", "biased", args).train.steps == 400
+    long = demo_cli.parse_args(["--long", "--synergy-steps", "0"])
+    assert demo.demo_config("comm", "biased", long).train.steps == 4800  # 0: as --steps
+    cross = demo.demo_config("cross", "biased", args)
+    assert [m.augment for m in cross.data.modalities] == ["none", "none"]
+    assert cross.data.augment_on == "host"  # nothing to augment
+    assert cross.data.builder_config == "px32_biased"
+    assert cross.data.builder_overrides == {"texture_period": 4}
+    paper = demo.demo_config("comm", None, demo_cli.parse_args(["--augment", "simclr"]))
+    assert [m.augment for m in paper.data.modalities] == ["simclr", "simclr"]

@@ -259,6 +259,12 @@ def test_cnn_feature_maps_and_pooled_vectors():
         jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32),
     )
     assert a.features.shape == (1, 256)
+    # "small_s2" (stride-2 first conv): a 64 px image gives the 4 x 4 map a 32 px one gives.
+    a = out_shapes(
+        lambda: AlexNet(3, (8, 16, 16, 16, 16), variant="small_s2", pool=False, rngs=nnx.Rngs(0)),
+        jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32),
+    )
+    assert a.features.shape == (2, 4, 4, 16)
     r = out_shapes(lambda: ResNet18(3, width=8, stem="cifar", pool=False, rngs=nnx.Rngs(0)), x)
     assert r.features.shape == (2, 4, 4, 64) and r.pooled.shape == (2, 64)
     r = out_shapes(lambda: ResNet18(3, width=8, pool=True, out_dim=7, rngs=nnx.Rngs(0)), x)

@@ -543,8 +543,9 @@ def simclr_image_augmentations(
             },
         ),
         ("random_grayscale", {"p": 0.2}),
-        ("gaussian_blur", {"sigma": (0.1, 2.0), "p": blur_p}),
     ]
+    if blur_p > 0:
+        augs.append(("gaussian_blur", {"sigma": (0.1, 2.0), "p": blur_p}))
     return augs
 
 

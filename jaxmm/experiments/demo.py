@@ -50,10 +50,15 @@ METHOD_LABELS = {
     "cross": "Cross",
     "cross_self": "Cross+Self",
     "factorcl": "FactorCL",
+    "comm-init": "CoMM, random init",
 }
 
 
 GROUPS = ("redundancy", "uniqueness", "synergy")
+
+# The synergy probe is fitted class-balanced (10% of the unbiased pairs are positive; see
+# `jaxmm.probe.ProbeTask.class_weight`); the official code's unweighted fit is reported beside it.
+SYNERGY_PROBE = {"synergy": "balanced"}
 
 
 EXPERIMENTS = (
@@ -115,31 +120,55 @@ def demo_config(method: str, variant: str | None, args: argparse.Namespace):
         cfg = dataclasses.replace(
             cfg, model=model, epochs=None, method=dataclasses.replace(cfg.method, config=mcfg)
         )
+    # The demo's recipe (docs/results.md, "Recipe"): a 4 px texture period at 32 px, and the
+    # small-image SimCLR set where the registry uses SimCLR's (crop 0.5-1, no blur).
+    mods = tuple(
+        dataclasses.replace(m, augment=args.augment) if m.augment == "simclr" else m
+        for m in cfg.data.modalities
+    )
+    overrides = dict(cfg.data.builder_overrides)
+    if args.texture_period is not None:
+        overrides["texture_period"] = args.texture_period
+    # Device augmentation only where there is something to augment (Cross's views are clean).
+    on = args.augment_on if any(m.augment != "none" for m in mods) else "host"
+    cfg = dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(
+            cfg.data, modalities=mods, builder_overrides=overrides, augment_on=on
+        ),
+    )
     exp = "synergy" if variant == "biased" else "rus"
+    steps = args.synergy_steps if exp == "synergy" and args.synergy_steps else args.steps
+    warmup = min(args.warmup, steps // 10) if args.schedule == "cosine" else 0
     workdir = os.path.join(args.out, "runs", f"{method}_{exp}")
     cfg = dataclasses.replace(cfg, name=f"demo_{method}_{exp}", epochs=None)
     return experiment.override(
         cfg,
         [
-            f"train.steps={args.steps}",
+            f"train.steps={steps}",
             f"train.batch_size={args.batch_size}",
             f"train.workdir={workdir}",
-            "train.ckpt_every=0",
-            "train.keep=1",
-            f"train.log_every={max(1, min(50, args.steps))}",
+            f"train.ckpt_every={args.probe_every}",
+            f"train.keep={1 + steps // args.probe_every if args.probe_every else 1}",
+            f"train.log_every={max(1, min(50, steps))}",
             f"train.seed={args.seed}",
             f"train.progress={not args.no_progress}",
             f"data.seed={args.seed}",
             f"data.data_dir={args.data_dir}",
             f"optimizer.lr={args.lr}",
-            "optimizer.schedule=constant",
-            "optimizer.warmup_steps=0",
+            f"optimizer.schedule={args.schedule}",
+            f"optimizer.warmup_steps={warmup}",
         ],
     )
 
 
-def run_one(cfg) -> tuple[dict[str, Any], dict[str, float]]:
-    """Pre-trains `cfg` from scratch through launch.train, then probes its checkpoint."""
+def run_one(cfg, curve: bool = False) -> tuple[dict[str, Any], dict[str, float]]:
+    """Pre-trains `cfg` from scratch through launch.train, then probes its checkpoint.
+
+    With `curve`, every checkpoint the run kept (``train.ckpt_every``) is probed too and the
+    report gets ``curve``: [{"step", "rus": {group: %}}, ...] (the last entry is the final probe).
+    """
+    from jaxmm import checkpoint as ckpt_lib
     from jaxmm import probe_checkpoint as pc
     from jaxmm.experiments import training
 
@@ -149,10 +178,71 @@ def run_one(cfg) -> tuple[dict[str, Any], dict[str, float]]:
     training.run(cfg)
     t_train = time.perf_counter() - t0
     t0 = time.perf_counter()
-    run = pc.load_run(cfg.train.workdir)
     exp = {e[0]: e for e in EXPERIMENTS}["synergy" if cfg.name.endswith("synergy") else "rus"]
-    report = pc.probe_run(run, tasks=list(exp[2]))
-    return report, {"train": t_train, "probe": time.perf_counter() - t0}
+    run = pc.load_run(cfg.train.workdir)
+    report = probe_report(run, list(exp[2]))
+    t_probe = time.perf_counter() - t0
+    if curve:
+        with ckpt_lib.Checkpointer(pc.checkpoint_dir(cfg.train.workdir), read_only=True) as c:
+            steps = sorted(c.all_steps())
+        report["curve"] = [
+            {
+                "step": s,
+                "rus": _rus_percent(
+                    pc.probe_run(
+                        pc.load_run(cfg.train.workdir, s),
+                        tasks=list(exp[2]),
+                        class_weights=SYNERGY_PROBE,
+                    )
+                ),
+            }
+            for s in steps
+            if s != run.step
+        ] + [{"step": run.step, "rus": _rus_percent(report)}]
+    return report, {"train": t_train, "probe": t_probe}
+
+
+def probe_report(run, tasks: list[str]) -> dict[str, Any]:
+    """`probe_checkpoint.probe_run` on `tasks`, the synergy task with the class-balanced probe;
+    with synergy, also the official code's unweighted probe, as ``synergy_unweighted``."""
+    from jaxmm import probe_checkpoint as pc
+
+    report = pc.probe_run(
+        run, tasks=tasks, class_weights=SYNERGY_PROBE, compare_unweighted="synergy" in tasks
+    )
+    if "synergy" in tasks:
+        report["synergy_unweighted"] = report.pop("tasks_unweighted")["synergy"]
+    return report
+
+
+def probe_init(cfg) -> dict[str, Any]:
+    """Probes `cfg`'s model at its initialisation (the trainer's seeded init, no step taken) on
+    every R/U/S task: the random-init row that tells what training added."""
+    import jax
+    import numpy as np
+
+    from jaxmm import experiment
+    from jaxmm import probe_checkpoint as pc
+    from jaxmm import train as train_lib
+
+    method = experiment.build_method(cfg)
+    example = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), experiment.example_spec(cfg))
+    mesh = train_lib.make_mesh(jax.local_devices()[:1])
+    trainer = train_lib.Trainer(method, experiment.train_config(cfg), example, mesh=mesh)
+    run = pc.LoadedRun(cfg, method, trainer.init_state().params, 0, "(initialisation)")
+    return probe_report(run, [t for _, _, names in EXPERIMENTS for t in names])
+
+
+def _rus_percent(report: dict[str, Any]) -> dict[str, float]:
+    """{group: balanced accuracy in %} of one probe report (the groups it has tasks for)."""
+    from jaxmm import probe_checkpoint as pc
+
+    out = {}
+    for group, names in pc.RUS_TASKS.items():
+        if all(n in report["tasks"] for n in names):
+            vals = [report["tasks"][n]["metrics"]["balanced_accuracy"] for n in names]
+            out[group] = 100 * sum(vals) / len(vals)
+    return out
 
 
 def summarise(reports: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -171,7 +261,31 @@ def summarise(reports: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[st
                 "value": 100 * sum(vals) / len(vals),
                 "chance": 100 * sum(chance) / len(chance),
             }
+        if "synergy" in report["tasks"]:
+            syn = report["tasks"]["synergy"]["metrics"]
+            out[method]["synergy_auroc"] = {"value": 100 * syn["auroc"], "chance": 50.0}
+        if "synergy_unweighted" in report:
+            out[method]["synergy_unweighted"] = {
+                "value": 100 * report["synergy_unweighted"]["metrics"]["balanced_accuracy"],
+                "chance": 50.0,
+            }
     return out
+
+
+def format_synergy_note(summary: dict[str, dict[str, dict[str, float]]]) -> str:
+    """One line per method: the synergy probe's AUROC and the unweighted (official) probe."""
+    lines = []
+    for method, groups in summary.items():
+        if "synergy_auroc" in groups:
+            plain = groups.get("synergy_unweighted", {}).get("value", float("nan"))
+            auroc = groups["synergy_auroc"]["value"]
+            lines.append(
+                f"  {METHOD_LABELS.get(method, method)}: AUROC {auroc:.1f}, balanced accuracy "
+                f"of the unweighted probe {plain:.1f}"
+            )
+    if not lines:
+        return ""
+    return "Synergy (class-balanced probe in the table; chance AUROC 50):\n" + "\n".join(lines)
 
 
 def format_summary(summary: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -248,6 +362,38 @@ def plot(summary: dict[str, dict[str, dict[str, float]]], path: str, title: str)
     plt.close(fig)
 
 
+def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str, title: str) -> None:
+    """One panel per interaction: probe accuracy (%) against pre-training step, one line per
+    method (R and U from the unbiased run, S from the biased one), chance dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chance = {"redundancy": 10.0, "uniqueness": 10.0, "synergy": 50.0}
+    methods = sorted({key.rsplit("_", 1)[0] for key in curves})
+    colour = {m: f"C{i}" for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), sharex=True)
+    for ax, group in zip(axes, GROUPS, strict=True):
+        for key, points in sorted(curves.items()):
+            pts = [(p["step"], p["rus"][group]) for p in points if group in p["rus"]]
+            if pts:
+                method = key.rsplit("_", 1)[0]
+                xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+                label = METHOD_LABELS.get(method, method) if group == "redundancy" else None
+                ax.plot(xs, ys, marker="o", color=colour[method], label=label)
+        ax.axhline(chance[group], ls="--", color="grey", lw=1)
+        ax.set_title(group, fontsize=9)
+        ax.set_xlabel("pre-training step")
+        ax.set_ylim(0, 100)
+    axes[0].set_ylabel("linear-probe balanced accuracy (%)")
+    axes[0].legend(fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs the experiment of `args` (the launch script's namespace); returns the exit code."""
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -273,11 +419,18 @@ def run(args: argparse.Namespace) -> int:
             cfg.data.builder,
             cfg.data.builder_config,
         )
-        reports[f"{method}_{exp}"], timings[f"{method}_{exp}"] = run_one(cfg)
+        reports[f"{method}_{exp}"], timings[f"{method}_{exp}"] = run_one(
+            cfg, curve=bool(args.probe_every)
+        )
         t = timings[f"{method}_{exp}"]
         log.info(
             "%s / %s: trained in %.0f s, probed in %.0f s", method, exp, t["train"], t["probe"]
         )
+        if method == "comm" and exp == "rus" and args.init_row:
+            t0 = time.perf_counter()
+            reports["comm-init_all"] = probe_init(cfg)
+            timings["comm-init_all"] = {"train": 0.0, "probe": time.perf_counter() - t0}
+            log.info("comm at initialisation: probed in %.0f s", timings["comm-init_all"]["probe"])
         # Partial results survive an interrupted demo.
         with open(os.path.join(args.out, "partial.json"), "w") as f:
             json.dump({"summary": summarise(reports), "seconds": timings}, f, indent=2)
@@ -287,15 +440,24 @@ def run(args: argparse.Namespace) -> int:
     scale = (
         "tiny smoke scale"
         if args.tiny
-        else f"px32, AlexNet {args.channels}, width {args.width}, {args.steps} steps x batch "
-        f"{args.batch_size}, lr {args.lr:g}"
+        else f"px32, texture period {args.texture_period} px, {args.augment}, AlexNet "
+        f"{args.channels}, width {args.width}, {args.steps} (synergy "
+        f"{args.synergy_steps or args.steps}) steps x batch {args.batch_size}, "
+        f"lr {args.lr:g} {args.schedule}"
     )
     print(
         f"\nBimodal Trifeature, linear probes (balanced accuracy %, paper values in brackets: "
-        f"224 px, AlexNet-512, 100 epochs)\n{scale}\n\n{table}\n\nTotal time {total:.0f} s"
+        f"224 px, AlexNet-512, 100 epochs)\n{scale}\n\n{table}\n\n"
+        f"{format_synergy_note(summary)}\n\nTotal time {total:.0f} s"
     )
     png = os.path.join(args.out, "rus.png")
     plot(summary, png, f"Bimodal Trifeature R/U/S — {scale}")
+    curves = {k: r["curve"] for k, r in reports.items() if "curve" in r}
+    if "comm-init_all" in reports:  # CoMM's step 0 is the random-init probe
+        start = {"step": 0, "rus": _rus_percent(reports["comm-init_all"])}
+        curves = {k: ([start] if k.startswith("comm_") else []) + c for k, c in curves.items()}
+    if curves:
+        plot_curves(curves, os.path.join(args.out, "curve.png"), f"R/U/S against steps — {scale}")
     result = {
         "summary": summary,
         "paper": PAPER_RUS,

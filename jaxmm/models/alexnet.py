@@ -17,6 +17,9 @@ _VARIANTS = {
     "imagenet": (((11, 4, 2), (5, 1, 2), (3, 1, 1), (3, 1, 1), (3, 1, 1)), (3, 2, "VALID")),
     # Same 5-conv / 3-pool layout at stride 1 for 32-128px inputs (32 -> 4x4 map, 64 -> 8x8).
     "small": (((5, 1, 2), (5, 1, 2), (3, 1, 1), (3, 1, 1), (3, 1, 1)), (2, 2, "VALID")),
+    # "small" with a stride-2 first conv: a 64 px image costs about what a 32 px one costs in
+    # "small" (64 -> 4x4 map), while the first layer still sees the 64 px texture detail.
+    "small_s2": (((5, 2, 2), (5, 1, 2), (3, 1, 1), (3, 1, 1), (3, 1, 1)), (2, 2, "VALID")),
 }
 _POOL_AFTER = (0, 1, 4)
 

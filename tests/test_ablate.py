@@ -1,0 +1,17 @@
+"""launch.ablate_trifeature: the recipe-exploration loop runs end to end and records its row."""
+
+import json
+
+from launch import ablate_trifeature
+
+
+def test_tiny_ablation_row_is_recorded(tmp_path):
+    out = tmp_path / "rows.jsonl"
+    argv = ["--steps", "3", "--batch-size", "8", "--channels", "4,4,4,4,4", "--width", "8"]
+    argv += ["--proj", "8", "--period", "4", "--crop", "0.5", "--blur", "0", "--eval-every", "2"]
+    argv += ["--tasks", "shape", "--data-dir", str(tmp_path / "data"), "--out", str(out)]
+    assert ablate_trifeature.main(argv) == 0
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [h["step"] for h in row["history"]] == [0, 2, 3]
+    assert 0.0 <= row["final"]["shape"] <= 100.0
+    assert row["args"]["period"] == 4 and row["num_params"] > 0
