@@ -1,7 +1,8 @@
 """The demo: CoMM vs. Cross on bimodal Trifeature, R/U/S (logic in `jaxmm.experiments.demo`).
 
-python -m launch.demo                                   # ~12 min on 2 idle CPU cores
-python -m launch.demo --methods comm,cross,cross_self --steps 1000 --out outputs/demo_long
+python -m launch.demo                                   # ~15 min on 2 idle CPU cores
+python -m launch.demo --probe-every 300                 # + R/U/S against steps (curve.png)
+python -m launch.demo --long                            # ~1 hour: 4 800 + 1 600 steps
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The main job: CoMM vs. Cross on bimodal Trifeature, redundancy / uniqueness / synergy.
 
-python -m launch.demo                                   # ~12 min on 2 idle CPU cores
-python -m launch.demo --methods comm,cross,cross_self --steps 1000 --out outputs/demo_long
+python -m launch.demo                                   # ~15 min on 2 idle CPU cores
+python -m launch.demo --probe-every 300                 # + R/U/S against steps (curve.png)
+python -m launch.demo --long                            # ~1 hour: 4 800 + 1 600 steps
 
 Reproduces the experiment of CoMM (Dufumier et al., ICLR 2025) Sec. 4.1 / Fig. 4 at a small scale:
 
@@ -11,18 +12,21 @@ Reproduces the experiment of CoMM (Dufumier et al., ICLR 2025) Sec. 4.1 / Fig. 4
 * Experiment 2 (synergy): pre-train on the *biased* pairs (`trifeature/px32_biased`: every
   training pair respects a texture -> colour mapping), then probe ``synergy`` (does the pair
   respect the mapping?) fitted on unbiased training pairs, tested on the unbiased test pairs;
-  reported as balanced accuracy, chance 50%.
+  reported as balanced accuracy, chance 50%. The probe is fitted class-balanced (10% of the
+  pairs are positive); the official code's unweighted fit and the AUROC are reported beside it.
+* A control row: CoMM's model probed at its random initialisation on every task.
 
 Each run goes through `launch.train` (config validation, the jaxmm trainer, orbax checkpoints in
 ``<out>/runs/<method>_<experiment>``) and is then probed from its checkpoint directory alone
 (`jaxmm.probe_checkpoint`), exactly as ``python -m launch.probe --workdir ...`` would. Outputs:
-``<out>/results.json`` (every probe, timings, the configs) and ``<out>/rus.png`` (bar chart).
+``<out>/results.json`` (every probe, timings, the configs, the curves) and ``<out>/rus.png``
+(bar chart; ``curve.png`` with ``--probe-every``).
 
-The default scale (a 16-64 channel AlexNet at 32 px, a 64-wide fusion Transformer, 400 steps of
-batch 64 -- about 2.5 epochs of the 10 000 pairs -- at learning rate 1e-3) is what fits in about
-15 minutes on two CPU cores; the paper trains a 512-d AlexNet on 224 px images for 100 epochs
-(`launch.train --config comm_trifeature --variant paper`). See docs/results.md for the measured
-numbers and how they compare with the paper's.
+The recipe (docs/results.md, "The recipe"): 32 px images with a 4 px texture period, the
+small-image SimCLR views (crop scale 0.5-1, no blur) drawn in the jitted step, a 16-64 channel
+AlexNet and a 64-wide fusion, 1 200 steps for R/U and 400 for synergy at batch 64 and AdamW 1e-3.
+The paper trains a 512-d AlexNet on 224 px images for 100 epochs
+(`launch.train --config comm_trifeature --variant paper`).
 """
 
 from __future__ import annotations
@@ -355,11 +359,17 @@ def plot(summary: dict[str, dict[str, dict[str, float]]], path: str, title: str)
     ax.set_xticks(x, ["redundancy\n(shape)", "uniqueness\n(texture1/2)", "synergy\n(mapping)"])
     ax.set_ylabel("linear-probe balanced accuracy (%)")
     ax.set_ylim(0, 118)  # headroom so the legend row clears the paper's ~100% markers
-    ax.set_title(title, fontsize=9)
+    ax.set_title(_wrap(title), fontsize=8)
     ax.legend(fontsize=8, loc="upper center", ncol=4, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _wrap(title: str, width: int = 80) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(title, width))
 
 
 def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str, title: str) -> None:
@@ -388,7 +398,7 @@ def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str, title: str) 
         ax.set_ylim(0, 100)
     axes[0].set_ylabel("linear-probe balanced accuracy (%)")
     axes[0].legend(fontsize=8, frameon=False)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(_wrap(title, 120), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -454,8 +464,11 @@ def run(args: argparse.Namespace) -> int:
     plot(summary, png, f"Bimodal Trifeature R/U/S — {scale}")
     curves = {k: r["curve"] for k, r in reports.items() if "curve" in r}
     if "comm-init_all" in reports:  # CoMM's step 0 is the random-init probe
-        start = {"step": 0, "rus": _rus_percent(reports["comm-init_all"])}
-        curves = {k: ([start] if k.startswith("comm_") else []) + c for k, c in curves.items()}
+        init = _rus_percent(reports["comm-init_all"])
+        for key, points in curves.items():
+            if key.startswith("comm_"):
+                start = {g: v for g, v in init.items() if g in points[-1]["rus"]}
+                curves[key] = [{"step": 0, "rus": start}, *points]
     if curves:
         plot_curves(curves, os.path.join(args.out, "curve.png"), f"R/U/S against steps — {scale}")
     result = {
@@ -465,6 +478,7 @@ def run(args: argparse.Namespace) -> int:
         "scale": scale,
         "seconds": {"total": total, **timings},
         "reports": reports,
+        "curves": curves,  # {run: [{"step", "rus": {group: %}}]}, CoMM's from step 0
         "configs": {f"{m}_{e}": c.to_dict() for m, e, c in plan},
     }
     with open(os.path.join(args.out, "results.json"), "w") as f:
