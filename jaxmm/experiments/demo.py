@@ -265,8 +265,8 @@ def summarise(reports: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[st
                 "value": 100 * sum(vals) / len(vals),
                 "chance": 100 * sum(chance) / len(chance),
             }
-        if "synergy" in report["tasks"]:
-            syn = report["tasks"]["synergy"]["metrics"]
+        syn = report["tasks"].get("synergy", {}).get("metrics", {})
+        if "auroc" in syn:
             out[method]["synergy_auroc"] = {"value": 100 * syn["auroc"], "chance": 50.0}
         if "synergy_unweighted" in report:
             out[method]["synergy_unweighted"] = {
