@@ -25,10 +25,11 @@ BatchNorm running averages excluded):
   encoder is written here (same layers as `jaxmm.models.AlexNet(variant="small")`); the adapter,
   fusion, head, loss and optimizer are the official ones.
 
-Threads: `--threads N` sets `torch.set_num_threads(N)` and, before jax starts, XLA's CPU flags
-(`--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1` for N = 1, else
-`intra_op_parallelism_threads=N`), one jax device. Modules that the official training code
-imports but this step never uses (pytorch_lightning, omegaconf, tensorboard, pandas, PIL) are
+Threads: `--threads N` sets `torch.set_num_threads(N)` and pins the process to N cores before jax
+starts (XLA's Eigen kernels single-threaded for N = 1), one jax device. Without the pinning XLA
+runs independent ops (the two encoders) on other cores even with single-threaded kernels, so an
+unpinned "1 thread" run gave jaxmm two cores. Modules that the official training code imports
+but this step never uses (pytorch_lightning, omegaconf, tensorboard, pandas, PIL) are
 replaced by empty stand-ins when they are not installed; LightningModule then is torch.nn.Module
 and `log_dict` a no-op (logging is not part of the step being timed).
 """

@@ -320,3 +320,79 @@ def test_projection_head_depths():
     assert ProjectionHead(16, (32, 32), 8, rngs=nnx.Rngs(0))(jnp.ones((3, 16))).shape == (3, 8)
     one = ProjectionHead(16, (), 16, rngs=nnx.Rngs(0))
     assert len(one.layers) == 1 and one(jnp.ones((3, 16))).shape == (3, 16)
+
+
+def _max_pool_numpy(x: np.ndarray, s: int):
+    """Plain loops: value and, per output, the flat index of the tile's first maximum."""
+    b, h, w, c = x.shape
+    y = np.zeros((b, h // s, w // s, c), x.dtype)
+    arg = np.zeros((b, h // s, w // s, c, 2), int)
+    for n in range(b):
+        for i in range(h // s):
+            for j in range(w // s):
+                for k in range(c):
+                    tile = x[n, i * s : i * s + s, j * s : j * s + s, k]
+                    r, q = np.unravel_index(np.argmax(tile), (s, s))  # first in row-major order
+                    y[n, i, j, k] = tile[r, q]
+                    arg[n, i, j, k] = (i * s + r, j * s + q)
+    return y, arg
+
+
+@pytest.mark.parametrize("shape,window", [((2, 8, 8, 3), 2), ((2, 7, 9, 2), 2), ((1, 9, 6, 2), 3)])
+def test_tile_max_pool_value_and_gradient_match_loops_and_select_and_scatter(shape, window):
+    from jaxmm.models.alexnet import tile_max_pool
+
+    rs = np.random.default_rng(0)
+    x = np.round(rs.standard_normal(shape), 1).astype(np.float32)  # many exact ties
+    x[:, :4] = 0.5  # a flat region: whole tiles tied, as a constant background gives
+    x = np.maximum(x, 0)  # after a ReLU: ties at 0 too
+    dy = rs.standard_normal((shape[0], shape[1] // window, shape[2] // window, shape[3]))
+    dy = dy.astype(np.float32)
+    y_ref, arg = _max_pool_numpy(x, window)
+    dx_ref = np.zeros_like(x)
+    for idx in np.ndindex(*y_ref.shape):
+        n, _, _, k = idx
+        r, q = arg[idx]
+        dx_ref[n, r, q, k] += dy[idx]
+    y, vjp = jax.vjp(lambda a: tile_max_pool(a, window), jnp.asarray(x))
+    np.testing.assert_array_equal(np.asarray(y), y_ref)
+    np.testing.assert_array_equal(np.asarray(vjp(jnp.asarray(dy))[0]), dx_ref)
+    # the same as XLA's reduce-window max-pool, whose gradient is a select-and-scatter
+    w = (window, window)
+    y2, vjp2 = jax.vjp(lambda a: nnx.max_pool(a, w, w, "VALID"), jnp.asarray(x))
+    np.testing.assert_array_equal(np.asarray(y2), y_ref)
+    np.testing.assert_array_equal(np.asarray(vjp2(jnp.asarray(dy))[0]), dx_ref)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_fusion_last_block_cls_query_equals_full_blocks(num_layers):
+    """The last block runs only the [CLS] query; every block at full length gives the same."""
+    from jaxmm.models.fusion import FusionTransformer
+
+    fusion = FusionTransformer(32, num_layers=num_layers, num_heads=4, rngs=nnx.Rngs(0))
+    rs = np.random.default_rng(1)
+    tokens = [jnp.asarray(rs.standard_normal((5, t, 32)), jnp.float32) for t in (6, 4)]
+    masks = [jnp.ones((5, 6), bool), jnp.asarray(rs.random((5, 4)) > 0.3)]
+    present = jnp.asarray([[1, 1], [1, 0], [0, 1], [1, 1], [0, 0]], bool)
+
+    def full(f):  # the fusion written out with every token querying in every block
+        key_mask = jnp.concatenate([jnp.ones((5, 1), bool), masks[0] & present[:, :1]], 1)
+        key_mask = jnp.concatenate([key_mask, masks[1] & present[:, 1:]], 1)
+        x = jnp.concatenate([jnp.broadcast_to(f.cls[...], (5, 1, 32)), *tokens], axis=1)
+        for block in f.blocks:
+            x = block(x, key_mask)
+        return f.norm(x[:, 0])
+
+    def loss(f, fn):
+        return jnp.sum(jnp.sin(3 * fn(f)))
+
+    fast = lambda f: f(tokens, masks, present)
+    np.testing.assert_allclose(fast(fusion), full(fusion), atol=2e-6, rtol=1e-5)
+    g_fast = nnx.grad(lambda f: loss(f, fast))(fusion)
+    g_full = nnx.grad(lambda f: loss(f, full))(fusion)
+    for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_full), strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+    block = fusion.blocks[0]
+    x = jnp.asarray(rs.standard_normal((5, 11, 32)), jnp.float32)
+    km = jnp.asarray(rs.random((5, 11)) > 0.2).at[:, 0].set(True)
+    np.testing.assert_allclose(block(x, km, num_queries=3), block(x, km)[:, :3], atol=2e-6)

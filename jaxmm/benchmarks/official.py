@@ -15,12 +15,20 @@ CONFIGS = ("tiny", "32px")
 
 
 def set_threads(n: int) -> None:
-    flags = os.environ.get("XLA_FLAGS", "")
+    """Both sides on `n` CPU cores: call before jax starts.
+
+    The process is pinned to `n` of its cores (Linux `sched_setaffinity`, where fewer than all) so
+    that XLA's thread pools and torch's `set_num_threads(n)` (set by the caller) compete for the
+    same cores; for n = 1 XLA's Eigen kernels are also made single-threaded.
+    """
     if n == 1:
-        flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    else:
-        flags += f" intra_op_parallelism_threads={n}"
-    os.environ["XLA_FLAGS"] = flags.strip()
+        flags = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+        os.environ["XLA_FLAGS"] = flags.strip()
+    if hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        if n > len(cores):
+            raise ValueError(f"--threads {n}: this process may use {len(cores)} cores")
+        os.sched_setaffinity(0, cores[:n])
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 

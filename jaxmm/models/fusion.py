@@ -145,8 +145,11 @@ class FusionTransformer(nnx.Module):
         cls = jnp.broadcast_to(self.cls[...].astype(cdt), (b, 1, self.width))
         x = jnp.concatenate([cls, *(t.astype(cdt) for t in tokens)], axis=1)
         x = dropout(x, self.rate, deterministic=deterministic, rngs=rngs)
-        for block in self.blocks:
-            x = block(x, key_mask, deterministic=deterministic, rngs=rngs)
+        for i, block in enumerate(self.blocks):
+            last = i == len(self.blocks) - 1  # only [CLS] is read out: 1 query in the last block
+            x = block(
+                x, key_mask, num_queries=1 if last else None, deterministic=deterministic, rngs=rngs
+            )
         return self.norm(x[:, 0].astype(jnp.float32))
 
 

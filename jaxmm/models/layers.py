@@ -64,12 +64,25 @@ class MultiHeadAttention(nnx.Module):
         self.qkv = nnx.Linear(width, 3 * width, dtype=dtype, rngs=rngs, **(kw[0] if kw else {}))
         self.out = nnx.Linear(width, width, dtype=dtype, rngs=rngs, **(kw[1] if kw else {}))
 
-    def __call__(self, x: jax.Array, key_mask: jax.Array) -> jax.Array:
-        """x: (B, T, D); key_mask: bool (B, T), True for tokens that may be attended to."""
+    def __call__(self, x: jax.Array, key_mask: jax.Array, num_queries: int | None = None):
+        """x: (B, T, D); key_mask: bool (B, T), True for tokens that may be attended to.
+
+        num_queries: None -> every token queries, (B, T, D) out; n -> only the first n tokens
+        query (their rows of the full output, (B, n, D)), e.g. a [CLS] read-out: the query
+        projection then runs on n tokens only.
+        """
         b, t, d = x.shape
         h = self.num_heads
-        q, k, v = jnp.split(self.qkv(x).reshape(b, t, 3, h, d // h), 3, axis=2)
-        q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]
+        if num_queries is None:
+            q, k, v = jnp.split(self.qkv(x).reshape(b, t, 3, h, d // h), 3, axis=2)
+            q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]
+        else:  # the Linear's columns are [q | k | v]: project the first n tokens to q only
+            kernel, bias = self.qkv.kernel[...], self.qkv.bias[...]
+            x, kernel, bias = nnx.nn.dtypes.promote_dtype((x, kernel, bias), dtype=self.qkv.dtype)
+            q = (x[:, :num_queries] @ kernel[:, :d] + bias[:d]).reshape(b, num_queries, h, d // h)
+            kv = (x @ kernel[:, d:] + bias[d:]).reshape(b, t, 2, h, d // h)
+            k, v = kv[:, :, 0], kv[:, :, 1]
+            t = num_queries
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
         logits = logits / math.sqrt(d // h)
         m = key_mask[:, None, None, :]
@@ -126,8 +139,17 @@ class TransformerBlock(nnx.Module):
     def _norm(self, norm: nnx.LayerNorm, x: jax.Array) -> jax.Array:
         return norm(x.astype(jnp.float32)).astype(x.dtype)
 
-    def __call__(self, x, key_mask, *, deterministic=True, rngs=None):
+    def __call__(self, x, key_mask, *, num_queries=None, deterministic=True, rngs=None):
+        """x: (B, T, D) -> (B, T, D), or (B, n, D) for the first n tokens with `num_queries=n`.
+
+        `num_queries=n` gives the first n rows of the full block's output (same function, to float
+        rounding) at the cost of n queries: the keys and values still come from every token. A
+        last layer read out at [CLS] needs nothing else (`FusionTransformer`).
+        """
         kw = dict(deterministic=deterministic, rngs=rngs)
-        x = x + dropout(self.attn(self._norm(self.norm1, x), key_mask), self.rate, **kw)
+        attn = self.attn(self._norm(self.norm1, x), key_mask, num_queries)
+        if num_queries is not None:
+            x = x[:, :num_queries]
+        x = x + dropout(attn, self.rate, **kw)
         y = self.fc2(self.act(self.fc1(self._norm(self.norm2, x))))
         return x + dropout(y, self.rate, **kw)
