@@ -40,7 +40,7 @@ import argparse
 import os
 import sys
 
-from jaxmm.benchmarks.official import CONFIGS, run, set_threads, stand_ins
+from jaxmm.benchmarks.official import CONFIGS, encoders_only, run, set_threads, stand_ins
 
 
 def main(argv=None) -> int:
@@ -59,6 +59,11 @@ def main(argv=None) -> int:
         "--full-length-passes",
         action="store_true",
         help="jaxmm: masked passes at full length (attention-masked) instead of dropped tokens",
+    )
+    p.add_argument(
+        "--encoders",
+        action="store_true",
+        help="add a row timing the 32px config's two encoders alone (forward + backward)",
     )
     args = p.parse_args(argv)
     names = args.configs.split(",")
@@ -86,12 +91,16 @@ def main(argv=None) -> int:
         )
         for n in names
     ]
+    if args.encoders:
+        rows.append(encoders_only(args.batch, args.steps, args.warmup))
     cols = list(rows[0])
     print(f"batch {args.batch}, {args.threads} thread(s), medians of {args.steps} steps")
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
-        cells = [f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols]
+        cells = [
+            f"{v:.3g}" if isinstance(v, float) else str(v) for v in (r.get(c, "") for c in cols)
+        ]
         print("| " + " | ".join(cells) + " |")
     return 0
 

@@ -2,7 +2,7 @@
 
 python -m launch.demo                                   # ~15 min on 2 idle CPU cores
 python -m launch.demo --probe-every 300                 # + R/U/S against steps (curve.png)
-python -m launch.demo --long                            # ~1 hour: 4 800 + 1 600 steps
+python -m launch.demo --long                            # ~40 min: 4 800 + 1 600 steps
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--long",
         action="store_true",
-        help=f"the longer setting (about an hour on 2 CPU cores): {LONG[0]} and {LONG[1]} "
+        help=f"the longer setting (about 40 minutes on 2 CPU cores): {LONG[0]} and {LONG[1]} "
         "steps unless --steps / --synergy-steps say otherwise",
     )
     p.add_argument("--batch-size", type=int, default=64, help="pre-training batch size")

@@ -232,3 +232,60 @@ def run(name: str, official_dir: str, *, batch: int, steps: int, warmup: int, dr
         "ratio": med_off / med_jax,
         "compile_s": compile_s,
     }
+
+
+def encoders_only(batch: int, steps: int, warmup: int) -> dict:
+    """The 32 px config's two AlexNet encoders alone: forward + backward of a sum of squares.
+
+    Each encoder sees both views (2 * batch images), as in the train step; torch runs the twin
+    in `_torch_small_alexnet`, jaxmm `AlexNet(variant="small", pool=False)` under `jax.jit`.
+    Gives how much of each step is convolution (medians, ms).
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+    from flax import nnx
+
+    from jaxmm.models import AlexNet
+
+    channels = (16, 32, 64, 64, 64)
+    rs = np.random.default_rng(0)
+    x = rs.standard_normal((2, 2 * batch, 32, 32, 3)).astype(np.float32)
+    nets = [AlexNet(3, channels, variant="small", pool=False, rngs=nnx.Rngs(i)) for i in range(2)]
+    graphdef, params = nnx.split(nets)
+
+    def loss(params, x):
+        return sum(
+            jnp.sum(m(x[i]).features ** 2) for i, m in enumerate(nnx.merge(graphdef, params))
+        )
+
+    grad = jax.jit(jax.grad(loss))
+    xj = jnp.asarray(x)
+    torch.manual_seed(0)
+    tnets = [_torch_small_alexnet(channels) for _ in range(2)]
+    xt = [torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))) for a in x]
+
+    def torch_step():
+        for m in tnets:
+            m.zero_grad(set_to_none=True)
+        sum(m(a).pow(2).sum() for m, a in zip(tnets, xt, strict=True)).backward()
+
+    t_torch, t_jax = [], []
+    for i in range(warmup + steps):
+        t = time.perf_counter()
+        torch_step()
+        dt_torch = time.perf_counter() - t
+        t = time.perf_counter()
+        jax.block_until_ready(grad(params, xj))
+        dt_jax = time.perf_counter() - t
+        if i >= warmup:
+            t_torch.append(dt_torch)
+            t_jax.append(dt_jax)
+    med_t, med_j = statistics.median(t_torch), statistics.median(t_jax)
+    return {
+        "config": "32px encoders only",
+        "official_ms": 1e3 * med_t,
+        "jaxmm_ms": 1e3 * med_j,
+        "ratio": med_t / med_j,
+    }

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     params = jax.jit(method.init)(jax.random.key(args.seed), example)
     num_params = sum(x.size for x in jax.tree.leaves(params))
-    heads = ("shape", "texture1", "texture2")
+    heads = SHAPE_TEXTURE
     if args.method == "sup":
         keys = jax.random.split(jax.random.key(args.seed + 7), len(heads))
         w = {

@@ -2,7 +2,7 @@
 
 python -m launch.demo                                   # ~15 min on 2 idle CPU cores
 python -m launch.demo --probe-every 300                 # + R/U/S against steps (curve.png)
-python -m launch.demo --long                            # ~1 hour: 4 800 + 1 600 steps
+python -m launch.demo --long                            # ~40 min: 4 800 + 1 600 steps
 
 Reproduces the experiment of CoMM (Dufumier et al., ICLR 2025) Sec. 4.1 / Fig. 4 at a small scale:
 
@@ -237,34 +237,29 @@ def probe_init(cfg) -> dict[str, Any]:
     return probe_report(run, [t for _, _, names in EXPERIMENTS for t in names])
 
 
-def _rus_percent(report: dict[str, Any]) -> dict[str, float]:
-    """{group: balanced accuracy in %} of one probe report (the groups it has tasks for)."""
+def _rus_percent(report: dict[str, Any], field: str = "metrics") -> dict[str, float]:
+    """{group: balanced accuracy in %} of one probe report (the groups it has tasks for).
+
+    field: "metrics" for the probe's value, "chance" for the chance level of the same tasks.
+    """
     from jaxmm import probe_checkpoint as pc
 
     out = {}
     for group, names in pc.RUS_TASKS.items():
         if all(n in report["tasks"] for n in names):
-            vals = [report["tasks"][n]["metrics"]["balanced_accuracy"] for n in names]
+            vals = [report["tasks"][n][field]["balanced_accuracy"] for n in names]
             out[group] = 100 * sum(vals) / len(vals)
     return out
 
 
 def summarise(reports: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     """{method: {group: {"value", "chance"}}} in % from the experiments' probe reports."""
-    from jaxmm import probe_checkpoint as pc
-
     out: dict[str, dict[str, dict[str, float]]] = {}
     for key, report in reports.items():
         method = key.rsplit("_", 1)[0]
-        for group, names in pc.RUS_TASKS.items():
-            if not all(n in report["tasks"] for n in names):
-                continue
-            vals = [report["tasks"][n]["metrics"]["balanced_accuracy"] for n in names]
-            chance = [report["tasks"][n]["chance"]["balanced_accuracy"] for n in names]
-            out.setdefault(method, {})[group] = {
-                "value": 100 * sum(vals) / len(vals),
-                "chance": 100 * sum(chance) / len(chance),
-            }
+        chance = _rus_percent(report, "chance")
+        for group, value in _rus_percent(report).items():
+            out.setdefault(method, {})[group] = {"value": value, "chance": chance[group]}
         syn = report["tasks"].get("synergy", {}).get("metrics", {})
         if "auroc" in syn:
             out[method]["synergy_auroc"] = {"value": 100 * syn["auroc"], "chance": 50.0}
