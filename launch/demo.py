@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # (R/U steps, synergy steps): the default demo and --long.
-DEFAULT, LONG = (1200, 400), (4800, 1600)
+DEFAULT, LONG = (1200, 800), (4800, 1600)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -110,7 +110,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = _parser().parse_args(argv)
     steps, synergy_steps = LONG if args.long else DEFAULT
     args.steps = steps if args.steps is None else args.steps
-    args.synergy_steps = synergy_steps if args.synergy_steps is None else args.synergy_steps
+    if args.synergy_steps is None:  # --tiny is a smoke run: its synergy run takes --steps too
+        args.synergy_steps = 0 if args.tiny else synergy_steps
     return args
 
 

@@ -109,7 +109,7 @@ def test_demo_recipe_is_the_documented_one():
     assert comm.data.builder_overrides == {"texture_period": 4}
     assert comm.data.augment_on == "device"  # views drawn in the jitted step
     assert (comm.train.steps, comm.optimizer.schedule) == (1200, "constant")
-    assert demo.demo_config("comm", "biased", args).train.steps == 400
+    assert demo.demo_config("comm", "biased", args).train.steps == 800
     long = demo_cli.parse_args(["--long", "--synergy-steps", "0"])
     assert demo.demo_config("comm", "biased", long).train.steps == 4800  # 0: as --steps
     cross = demo.demo_config("cross", "biased", args)

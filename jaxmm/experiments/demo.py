@@ -24,7 +24,7 @@ Each run goes through `launch.train` (config validation, the jaxmm trainer, orba
 
 The recipe (docs/results.md, "The recipe"): 32 px images with a 4 px texture period, the
 small-image SimCLR views (crop scale 0.5-1, no blur) drawn in the jitted step, a 16-64 channel
-AlexNet and a 64-wide fusion, 1 200 steps for R/U and 400 for synergy at batch 64 and AdamW 1e-3.
+AlexNet and a 64-wide fusion, 1 200 steps for R/U and 800 for synergy at batch 64 and AdamW 1e-3.
 The paper trains a 512-d AlexNet on 224 px images for 100 epochs
 (`launch.train --config comm_trifeature --variant paper`).
 """
