@@ -161,6 +161,18 @@ def _inputs(name: str, batch: int, seed: int):
     return [[rs.standard_normal(shape).astype(np.float32) for _ in range(2)] for _ in range(2)]
 
 
+def _alternate(a, b, steps: int, warmup: int) -> tuple[float, float]:
+    """Median seconds of `a()` and `b()`, called alternately warmup + steps times."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for i in range(warmup + steps):
+        for fn, out in zip((a, b), times, strict=True):
+            t = time.perf_counter()
+            fn()
+            if i >= warmup:
+                out.append(time.perf_counter() - t)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def run(name: str, official_dir: str, *, batch: int, steps: int, warmup: int, drop: bool):
     import jax
     import numpy as np
@@ -210,19 +222,12 @@ def run(name: str, official_dir: str, *, batch: int, steps: int, warmup: int, dr
         loss.backward()
         opt.step()
 
-    t_off, t_jax = [], []
-    for i in range(warmup + steps):
-        t = time.perf_counter()
-        official_step()
-        dt_off = time.perf_counter() - t
-        t = time.perf_counter()
+    def jaxmm_step():
+        nonlocal state
         state, metrics = step(state, sharded)
         jax.block_until_ready(metrics["loss"])
-        dt_jax = time.perf_counter() - t
-        if i >= warmup:
-            t_off.append(dt_off)
-            t_jax.append(dt_jax)
-    med_off, med_jax = statistics.median(t_off), statistics.median(t_jax)
+
+    med_off, med_jax = _alternate(official_step, jaxmm_step, steps, warmup)
     return {
         "config": name,
         "params_official": n_official,
@@ -271,18 +276,9 @@ def encoders_only(batch: int, steps: int, warmup: int) -> dict:
             m.zero_grad(set_to_none=True)
         sum(m(a).pow(2).sum() for m, a in zip(tnets, xt, strict=True)).backward()
 
-    t_torch, t_jax = [], []
-    for i in range(warmup + steps):
-        t = time.perf_counter()
-        torch_step()
-        dt_torch = time.perf_counter() - t
-        t = time.perf_counter()
-        jax.block_until_ready(grad(params, xj))
-        dt_jax = time.perf_counter() - t
-        if i >= warmup:
-            t_torch.append(dt_torch)
-            t_jax.append(dt_jax)
-    med_t, med_j = statistics.median(t_torch), statistics.median(t_jax)
+    med_t, med_j = _alternate(
+        torch_step, lambda: jax.block_until_ready(grad(params, xj)), steps, warmup
+    )
     return {
         "config": "32px encoders only",
         "official_ms": 1e3 * med_t,
