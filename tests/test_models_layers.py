@@ -364,6 +364,66 @@ def test_tile_max_pool_value_and_gradient_match_loops_and_select_and_scatter(sha
     np.testing.assert_array_equal(np.asarray(vjp2(jnp.asarray(dy))[0]), dx_ref)
 
 
+def _conv_numpy(x: np.ndarray, w: np.ndarray, p: int):
+    """Plain loops: stride-1 NHWC convolution with p zeros on each side; returns y and a
+    function giving the input and weight gradients of sum(y * dy)."""
+    b, h, wd, _ = x.shape
+    k = w.shape[0]
+    xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    y = np.zeros((b, h, wd, w.shape[-1]))
+    for i in range(h):
+        for j in range(wd):
+            y[:, i, j] = np.einsum("bklc,klco->bo", xp[:, i : i + k, j : j + k], w)
+
+    def grads(dy):
+        dxp, dw = np.zeros_like(xp), np.zeros_like(w)
+        for i in range(h):
+            for j in range(wd):
+                dxp[:, i : i + k, j : j + k] += np.einsum("bo,klco->bklc", dy[:, i, j], w)
+                dw += np.einsum("bklc,bo->klco", xp[:, i : i + k, j : j + k], dy[:, i, j])
+        return dxp[:, p : p + h, p : p + wd], dw
+
+    return y, grads
+
+
+@pytest.mark.parametrize("k,cin,cout", [(5, 3, 4), (3, 1, 2), (7, 2, 3), (1, 3, 2)])
+def test_space_to_depth_conv_value_and_gradients_match_loops(k, cin, cout):
+    from jaxmm.models.alexnet import space_to_depth_conv
+
+    rs = np.random.default_rng(k)
+    x, w = rs.standard_normal((2, 6, 8, cin)), rs.standard_normal((k, k, cin, cout))
+    dy = rs.standard_normal((2, 6, 8, cout))
+    y_ref, grads = _conv_numpy(x, w, k // 2)
+    y, vjp = jax.vjp(lambda a, b: space_to_depth_conv(a, b, k // 2), jnp.asarray(x), jnp.asarray(w))
+    dx, dw = vjp(jnp.asarray(dy, jnp.float32))
+    dx_ref, dw_ref = grads(dy)
+    np.testing.assert_allclose(np.asarray(y), y_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(dx), dx_ref, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(dw), dw_ref, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match=r"even H, W.*input \(2, 5, 8"):
+        space_to_depth_conv(jnp.asarray(x[:, :5]), jnp.asarray(w), k // 2)
+
+
+def test_alexnet_block_stem_equals_plain_convolution(monkeypatch):
+    import jaxmm.models.alexnet as alexnet
+
+    net = AlexNet(3, (4, 6, 8, 8, 8), variant="small", pool=True, rngs=nnx.Rngs(0))
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((3, 16, 16, 3)), jnp.float32)
+    assert net._block_stem(x) and not net._block_stem(x[:, :15])
+
+    def value_and_grads():
+        g, st = nnx.split(net)
+        loss = lambda st: jnp.sum(jnp.sin(nnx.merge(g, st)(x).features))  # noqa: E731
+        return jax.value_and_grad(loss)(st)
+
+    blocked = value_and_grads()
+    monkeypatch.setattr(alexnet, "_BLOCK_STEM_MAX_CHANNELS", 0)
+    assert not net._block_stem(x)
+    plain = value_and_grads()
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # noqa: E731
+    jax.tree.map(close, blocked, plain)
+
+
 @pytest.mark.parametrize("num_layers", [1, 2])
 def test_fusion_last_block_cls_query_equals_full_blocks(num_layers):
     """The last block runs only the [CLS] query; every block at full length gives the same."""
