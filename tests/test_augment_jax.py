@@ -3,6 +3,8 @@ shapes and determinism per key."""
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,6 +70,37 @@ def test_flip_grayscale_jitter_blur_match_numpy_for_given_draws():
         for j in range(16):
             ref[i, j] = np.einsum("a,b,abc->c", taps, taps, pad[i : i + 5, j : j + 5])
     np.testing.assert_allclose(jax.jit(aj.blur, static_argnums=2)(x, sigma, k), ref, atol=1e-5)
+
+
+def test_jitter_ops_follow_every_order_alone_and_under_vmap():
+    """All 24 orders against the NumPy composition of the four host ops, one image at a time
+    and as one vmapped batch (one order per image: the batched path `color_jitter` takes)."""
+    f = np.array([1.3, 0.6, 1.4, -0.08], np.float32)
+
+    def ops(x, op):
+        if op == 0:
+            return np.clip(x * f[0], 0, 1)
+        if op == 1:
+            return np.clip(f[1] * x + (1 - f[1]) * host.grayscale(x).mean(), 0, 1)
+        if op == 2:
+            return np.clip(f[2] * x + (1 - f[2]) * host.grayscale(x), 0, 1)
+        hsv = host.rgb_to_hsv(x)
+        hsv[..., 0] = (hsv[..., 0] + f[3]) % 1.0
+        return host.hsv_to_rgb(hsv)
+
+    orders = np.array(list(itertools.permutations(range(4))), np.int32)
+    x = RS.uniform(size=(len(orders), 6, 7, 3)).astype(np.float32)
+    refs = []
+    for img, order in zip(x, orders, strict=True):
+        ref = img
+        for op in order:
+            ref = ops(ref, op)
+        refs.append(ref)
+    one = jax.jit(aj.jitter_ops)
+    for img, order, ref in zip(x, orders, refs, strict=True):
+        np.testing.assert_allclose(one(img, jnp.asarray(f), order), ref, rtol=1e-4, atol=1e-5)
+    batched = jax.jit(jax.vmap(aj.jitter_ops, in_axes=(0, None, 0)))(x, jnp.asarray(f), orders)
+    np.testing.assert_allclose(batched, np.stack(refs), rtol=1e-4, atol=1e-5)
 
 
 def test_simclr_chain_is_deterministic_per_key_and_keeps_range():

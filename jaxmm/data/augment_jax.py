@@ -151,24 +151,31 @@ def hsv_to_rgb(hsv: jax.Array) -> jax.Array:
 
 def jitter_ops(x: jax.Array, factors: jax.Array, order: jax.Array) -> jax.Array:
     """Brightness, contrast, saturation factors and hue shift (`factors`, (4,)) applied to one
-    (H, W, 3) image in `order` (a permutation of 0..3), each step clipped to [0, 1]."""
+    (H, W, 3) image in `order` (a permutation of 0..3 in that naming), each step clipped to
+    [0, 1] (the hue shift stays in range by itself).
 
-    def brightness(x, f):
-        return jnp.clip(x * f[0], 0.0, 1.0)
+    The hue shift runs once, between the ops that `order` puts before it and those it puts
+    after. Brightness, contrast and saturation are each one clipped affine map a x + b, so each
+    other position is one map with (a, b) picked by `order`. Under `vmap` (one order per image)
+    a `lax.switch` would compute all four ops at each of the four positions, the HSV round trip
+    four times; this form computes it once and six affine maps.
+    """
+    hue_at = jnp.argmax(order == 3)
 
-    def contrast(x, f):
-        return jnp.clip(f[1] * x + (1 - f[1]) * grayscale(x).mean(), 0.0, 1.0)
+    def affine(x, op):
+        # op 0: brightness f x; 1: contrast f x + (1 - f) mean(luma);
+        # op 2: saturation f x + (1 - f) luma.
+        a = factors[jnp.minimum(op, 2)]
+        luma = grayscale(x)
+        b = jnp.where(op == 0, 0.0, (1 - a) * jnp.where(op == 1, luma.mean(), luma))
+        return jnp.clip(a * x + b, 0.0, 1.0)
 
-    def saturation(x, f):
-        return jnp.clip(f[2] * x + (1 - f[2]) * grayscale(x), 0.0, 1.0)
-
-    def hue(x, f):
-        hsv = rgb_to_hsv(x)
-        return hsv_to_rgb(hsv.at[..., 0].set((hsv[..., 0] + f[3]) % 1.0))
-
-    ops = (brightness, contrast, saturation, hue)
-    for i in range(4):
-        x = jax.lax.switch(order[i], ops, x, factors)
+    for i in range(3):  # positions before the hue shift (it is at 3 at the latest)
+        x = jnp.where(i < hue_at, affine(x, order[i]), x)
+    hsv = rgb_to_hsv(x)
+    x = hsv_to_rgb(hsv.at[..., 0].set((hsv[..., 0] + factors[3]) % 1.0))
+    for i in range(1, 4):  # positions after it (it is at 0 at the earliest)
+        x = jnp.where(i > hue_at, affine(x, order[i]), x)
     return x
 
 
