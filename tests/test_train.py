@@ -225,6 +225,8 @@ def test_ctrl_c_checkpoints_and_resume_is_bitwise_identical(tmp_path):
     steps, stop_at = 8, 4
     opt = OptimizerConfig(lr=1e-2, warmup_steps=2, weight_decay=1e-3)
     method = lambda: ToyContrastive(critic_weight=0.5, **SMALL)
+    # Python's default handler, or SIG_IGN when a shell started pytest in the background.
+    sigint_before = signal.getsignal(signal.SIGINT)
 
     straight_iter = _pipeline()
     straight = train_lib.train(
@@ -251,7 +253,7 @@ def test_ctrl_c_checkpoints_and_resume_is_bitwise_identical(tmp_path):
     # Ctrl-C while batch `stop_at` is drawn: that step completes, is checkpointed, then we exit.
     with pytest.raises(KeyboardInterrupt, match=f"step {stop_at}"):
         train_lib.train(cfg, method(), _pipeline(interrupt_at=(stop_at - 1) * BATCH))
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is sigint_before
 
     with pytest.raises(ValueError, match="already holds checkpoint step 4"):
         train_lib.train(TrainConfig(**{**cfg.__dict__, "resume": False}), method(), _pipeline())
