@@ -32,6 +32,12 @@ unpinned "1 thread" run gave jaxmm two cores. Modules that the official training
 but this step never uses (pytorch_lightning, omegaconf, tensorboard, pandas, PIL) are
 replaced by empty stand-ins when they are not installed; LightningModule then is torch.nn.Module
 and `log_dict` a no-op (logging is not part of the step being timed).
+
+`--encoders` adds the 32px config's two encoders alone (forward + backward). `--layers` adds
+every convolution pass of one 32px encoder (forward, input gradient, weight gradient per layer,
+XLA vs torch, one pass per call) with a 1024^3 matmul for each library's dense rate, then, for
+`--threads 1`, two what-ifs for the 32px step (`conv_what_ifs`): XLA's weight gradients at its
+forward rates, and every convolution pass at torch's time.
 """
 
 from __future__ import annotations
@@ -40,7 +46,15 @@ import argparse
 import os
 import sys
 
-from jaxmm.benchmarks.official import CONFIGS, encoders_only, run, set_threads, stand_ins
+from jaxmm.benchmarks.official import (
+    CONFIGS,
+    conv_layers,
+    conv_what_ifs,
+    encoders_only,
+    run,
+    set_threads,
+    stand_ins,
+)
 
 
 def main(argv=None) -> int:
@@ -64,6 +78,11 @@ def main(argv=None) -> int:
         "--encoders",
         action="store_true",
         help="add a row timing the 32px config's two encoders alone (forward + backward)",
+    )
+    p.add_argument(
+        "--layers",
+        action="store_true",
+        help="add a table of the 32px encoders' convolution passes, XLA vs torch, one per call",
     )
     args = p.parse_args(argv)
     names = args.configs.split(",")
@@ -93,8 +112,18 @@ def main(argv=None) -> int:
     ]
     if args.encoders:
         rows.append(encoders_only(args.batch, args.steps, args.warmup))
-    cols = list(rows[0])
     print(f"batch {args.batch}, {args.threads} thread(s), medians of {args.steps} steps")
+    _table(rows)
+    if args.layers:
+        layers = conv_layers(args.batch, args.steps, args.warmup)
+        print(f"\nconvolution passes at {2 * args.batch} images (one encoder; the step runs two)")
+        _table(layers)
+        _conv_summary(layers, next((r for r in rows if r["config"] == "32px"), None), args.threads)
+    return 0
+
+
+def _table(rows: list[dict]) -> None:
+    cols = list(rows[0])
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
@@ -102,7 +131,31 @@ def main(argv=None) -> int:
             f"{v:.3g}" if isinstance(v, float) else str(v) for v in (r.get(c, "") for c in cols)
         ]
         print("| " + " | ".join(cells) + " |")
-    return 0
+
+
+def _conv_summary(layers: list[dict], step: dict | None, threads: int) -> None:
+    w = conv_what_ifs(layers, step)
+    print(
+        "\nboth encoders, ms (XLA / torch): "
+        + ", ".join(f"{k} {x:.1f} / {t:.1f}" for k, (x, t) in w["encoders_ms"].items())
+    )
+    if step is None:
+        return
+    if threads != 1:
+        print(
+            "(what-ifs for --threads 1 only: on more cores XLA runs the two encoders side by side)"
+        )
+        return
+    print(
+        f"XLA's convolution passes alone: {w['xla_convs_ms']:.1f} ms per step; a step 1.5x faster "
+        f"than the official one may take {step['official_ms'] / 1.5:.1f} ms in all"
+    )
+    print(
+        f"32px step {step['jaxmm_ms']:.1f} ms (official {step['official_ms']:.1f} ms); with XLA's "
+        f"weight gradients at its forward rates: {w['wgrad_at_forward_rate_ms']:.1f} ms, ratio "
+        f"{w['wgrad_at_forward_rate_ratio']:.2f}; with every convolution pass at torch's time: "
+        f"{w['torch_convs_ms']:.1f} ms, ratio {w['torch_convs_ratio']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -285,3 +285,126 @@ def encoders_only(batch: int, steps: int, warmup: int) -> dict:
         "jaxmm_ms": 1e3 * med_j,
         "ratio": med_t / med_j,
     }
+
+
+# (kernel, padding, input side) of the 32 px encoder's five convolutions (`_torch_small_alexnet`).
+_CONV_LAYERS = ((5, 2, 32), (5, 2, 16), (3, 1, 8), (3, 1, 8), (3, 1, 8))
+
+
+def _conv_passes(layer: int, n: int, rs):
+    """(name, jaxmm call, torch call, GFLOP) for the passes of one 32 px encoder layer."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    from jaxmm.models.alexnet import _conv, space_to_depth_conv
+
+    k, p, side = _CONV_LAYERS[layer]
+    cin, cout = (3, 16, 32, 64, 64, 64)[layer : layer + 2]
+    x = rs.standard_normal((n, side, side, cin)).astype(np.float32)
+    w = (rs.standard_normal((k, k, cin, cout)) / np.sqrt(k * k * cin)).astype(np.float32)
+    dy = rs.standard_normal((n, side, side, cout)).astype(np.float32)
+    xj, wj, dyj = jnp.asarray(x), jnp.asarray(w), jnp.asarray(dy)
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    wt = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1)))
+    dyt = torch.from_numpy(np.ascontiguousarray(dy.transpose(0, 3, 1, 2)))
+    forward = space_to_depth_conv if layer == 0 else _conv
+    fwd = jax.jit(lambda a, b: forward(a, b, p))
+    dgrad = jax.jit(lambda a, b, g: jax.vjp(lambda t: _conv(t, b, p), a)[1](g)[0])
+    wgrad = jax.jit(lambda a, b, g: jax.vjp(lambda t: _conv(a, t, p), b)[1](g)[0])
+
+    def back(mask):
+        return torch.ops.aten.convolution_backward(
+            dyt, xt, wt, None, [1, 1], [p, p], [1, 1], False, [0, 0], 1, mask
+        )
+
+    gflop = 2 * n * side * side * k * k * cin * cout / 1e9
+    passes = [
+        ("forward", lambda: fwd(xj, wj), lambda: torch.nn.functional.conv2d(xt, wt, None, 1, p)),
+        ("input gradient", lambda: dgrad(xj, wj, dyj), lambda: back([True, False, False])),
+        ("weight gradient", lambda: wgrad(xj, wj, dyj), lambda: back([False, True, False])),
+    ]
+    name = f"{layer + 1}: {side} px {k}x{k} {cin}->{cout}"
+    # An image needs no input gradient: the stem's is never computed in the step.
+    return name, [(kind, j, t, gflop) for kind, j, t in passes if layer or kind != "input gradient"]
+
+
+def conv_layers(batch: int, steps: int, warmup: int) -> list[dict]:
+    """Each convolution pass of the 32 px encoders, XLA vs torch, one pass per jitted call.
+
+    For every layer of the small AlexNet at 2 * batch images (both views, as in the train step):
+    the forward convolution (jaxmm's block stem for layer 1, as `AlexNet` runs it), the input
+    gradient (not for layer 1: an image needs none) and the weight gradient. torch runs
+    `conv2d` and `aten.convolution_backward` in NCHW, as the official step does. Each pair is
+    timed alternately (medians, ms) with its rate in GFLOP/s (two per multiply-add of the plain
+    convolution). A last row times a 1024^3 float32 matmul: the dense rate each library reaches
+    on these cores, the ceiling for a convolution computed as matrix products.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    rs = np.random.default_rng(0)
+    rows = []
+
+    def row(layer, kind, jx, tf, gflop):
+        with torch.no_grad():
+            med_j, med_t = _alternate(lambda: jax.block_until_ready(jx()), tf, steps, warmup)
+        rows.append(
+            {
+                "layer": layer,
+                "pass": kind,
+                "xla_ms": 1e3 * med_j,
+                "torch_ms": 1e3 * med_t,
+                "xla_gflops": gflop / med_j,
+                "torch_gflops": gflop / med_t,
+            }
+        )
+
+    for i in range(len(_CONV_LAYERS)):
+        name, passes = _conv_passes(i, 2 * batch, rs)
+        for kind, jx, tf, gflop in passes:
+            row(name, kind, jx, tf, gflop)
+    a = rs.standard_normal((1024, 1024)).astype(np.float32)
+    aj, at = jnp.asarray(a), torch.from_numpy(a)
+    matmul = jax.jit(jnp.matmul)
+    row("1024^3 matmul", "dense rate", lambda: matmul(aj, aj), lambda: at @ at, 2 * 1024**3 / 1e9)
+    return rows
+
+
+def conv_what_ifs(layers: list[dict], step: dict | None = None) -> dict:
+    """Both encoders' convolution time per pass kind and, given the 32 px step row, two what-ifs.
+
+    `layers` are `conv_layers` rows (one encoder; the step runs two, so times count twice);
+    `xla_convs_ms` is XLA's total, to hold against the official step time / 1.5.
+    The what-ifs keep everything else in the step as measured and change only the convolutions:
+    `wgrad_at_forward_rate_ms` runs each weight gradient at its layer's forward rate (the same
+    FLOPs), `torch_convs_ms` gives every pass torch's time, i.e. the jaxmm step if XLA had
+    oneDNN's convolution kernels. They hold for one core, where the passes run one at a time.
+    """
+    kinds = ("forward", "input gradient", "weight gradient")
+    out: dict = {
+        "encoders_ms": {
+            k: tuple(
+                2 * sum(r[f] for r in layers if r["pass"] == k) for f in ("xla_ms", "torch_ms")
+            )
+            for k in kinds
+        }
+    }
+    out["xla_convs_ms"] = sum(x for x, _ in out["encoders_ms"].values())
+    if step is None:
+        return out
+    fwd = {r["layer"]: r["xla_gflops"] for r in layers if r["pass"] == "forward"}
+    saved = 2 * sum(
+        max(0.0, r["xla_ms"] * (1.0 - r["xla_gflops"] / fwd[r["layer"]]))
+        for r in layers
+        if r["pass"] == "weight gradient"
+    )
+    as_torch = step["jaxmm_ms"] - sum(x - t for x, t in out["encoders_ms"].values())
+    out["wgrad_at_forward_rate_ms"] = step["jaxmm_ms"] - saved
+    out["wgrad_at_forward_rate_ratio"] = step["official_ms"] / out["wgrad_at_forward_rate_ms"]
+    out["torch_convs_ms"] = as_torch
+    out["torch_convs_ratio"] = step["official_ms"] / as_torch
+    return out
