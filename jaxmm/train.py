@@ -402,7 +402,10 @@ class Trainer:
             finite &= _all_finite(inner_opt_state)
 
         def keep_if_bad(new, old):
-            return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+            # One conditional for the whole tree, not a select per leaf: the same values, and
+            # XLA compiles the step in about two thirds of the time (CoMM 32 px: 15.6 -> 10.5 s
+            # on one core; the selects doubled the optimized HLO).
+            return jax.lax.cond(finite, lambda: new, lambda: old)
 
         measurements.update(metrics)
         measurements.update(

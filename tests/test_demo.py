@@ -45,26 +45,14 @@ def test_unknown_method_is_one_error(capsys):
 
 
 def test_tiny_demo_runs_end_to_end(tmp_path):
+    # One run of both methods (each tiny demo run costs about a minute, mostly compilation).
     out = tmp_path / "demo"
-    rc = demo_cli.main(
-        [
-            "--tiny",
-            "--methods",
-            "cross",
-            "--steps",
-            "2",
-            "--batch-size",
-            "8",
-            "--no-progress",
-            "--out",
-            str(out),
-            "--data-dir",
-            str(tmp_path / "data"),
-        ]
-    )
-    assert rc == 0
+    argv = ["--tiny", "--methods", "comm,cross", "--steps", "2", "--batch-size", "8"]
+    argv += ["--no-progress", "--out", str(out), "--data-dir", str(tmp_path / "data")]
+    assert demo_cli.main(argv) == 0
     assert (out / "rus.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = json.loads((out / "results.json").read_text())
+    assert set(result["summary"]) == {"comm", "comm-init", "cross"}
     assert set(result["summary"]["cross"]) == {
         "redundancy",
         "uniqueness",
@@ -72,19 +60,18 @@ def test_tiny_demo_runs_end_to_end(tmp_path):
         "synergy_auroc",  # the synergy probe's ranking, beside its balanced accuracy
         "synergy_unweighted",  # the official code's unweighted probe
     }
-    assert set(result["reports"]) == {"cross_rus", "cross_synergy"}
-    # The synergy run pre-trains on biased pairs and is probed on the unbiased ones.
-    syn = result["reports"]["cross_synergy"]
-    assert "px32_biased" in syn["pretrain_data"] and "px32_biased" not in syn["probe_data"]
-    assert (out / "runs" / "cross_rus" / "checkpoints").is_dir()
-
-
-def test_tiny_comm_demo_has_init_row_and_both_synergy_probes(tmp_path):
-    out = tmp_path / "demo"
-    argv = ["--tiny", "--methods", "comm", "--steps", "2", "--batch-size", "8"]
-    argv += ["--no-progress", "--out", str(out)]
-    assert demo_cli.main([*argv, "--data-dir", str(tmp_path / "data")]) == 0
-    result = json.loads((out / "results.json").read_text())
+    assert set(result["reports"]) == {
+        "comm_rus",
+        "comm_synergy",
+        "comm-init_all",
+        "cross_rus",
+        "cross_synergy",
+    }
+    # The synergy runs pre-train on biased pairs and are probed on the unbiased ones.
+    for method in ("comm", "cross"):
+        syn = result["reports"][f"{method}_synergy"]
+        assert "px32_biased" in syn["pretrain_data"] and "px32_biased" not in syn["probe_data"]
+        assert (out / "runs" / f"{method}_rus" / "checkpoints").is_dir()
     # The random-init row has every interaction.
     assert set(result["summary"]["comm-init"]) >= {"redundancy", "uniqueness", "synergy"}
     assert result["reports"]["comm-init_all"]["step"] == 0
