@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=32, help="image side (px32 / px64 / px224)")
     p.add_argument("--period", type=int, default=None, help="texture period in px")
     p.add_argument("--biased", action="store_true", help="pre-train on the synergy pairs")
+    p.add_argument(
+        "--train-pairs", type=int, default=None, help="train pairs to build (default: 10 000)"
+    )
+    p.add_argument(
+        "--test-pairs", type=int, default=None, help="test pairs to build, at most (default: 4096)"
+    )
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)

@@ -10,8 +10,10 @@ def test_tiny_ablation_row_is_recorded(tmp_path):
     argv = ["--steps", "3", "--batch-size", "8", "--channels", "4,4,4,4,4", "--width", "8"]
     argv += ["--proj", "8", "--period", "4", "--crop", "0.5", "--blur", "0", "--eval-every", "2"]
     argv += ["--tasks", "shape", "--data-dir", str(tmp_path / "data"), "--out", str(out)]
+    argv += ["--train-pairs", "500", "--test-pairs", "200"]
     assert ablate_trifeature.main(argv) == 0
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert [h["step"] for h in row["history"]] == [0, 2, 3]
     assert 0.0 <= row["final"]["shape"] <= 100.0
     assert row["args"]["period"] == 4 and row["num_params"] > 0
+    assert row["pairs"] == {"train": 500, "test": 200}

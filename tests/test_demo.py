@@ -45,7 +45,8 @@ def test_unknown_method_is_one_error(capsys):
 
 
 def test_tiny_demo_runs_end_to_end(tmp_path):
-    # One run of both methods (each tiny demo run costs about a minute, mostly compilation).
+    # One run of both methods: a tiny demo run is mostly compilation (about 170 s of its 190 s
+    # on one core, cold), so two runs would cost twice that.
     out = tmp_path / "demo"
     argv = ["--tiny", "--methods", "comm,cross", "--steps", "2", "--batch-size", "8"]
     argv += ["--no-progress", "--out", str(out), "--data-dir", str(tmp_path / "data")]

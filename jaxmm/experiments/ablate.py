@@ -14,16 +14,29 @@ import numpy as np
 SHAPE_TEXTURE = ("shape", "texture1", "texture2")
 
 
-def load_split_arrays(size: int, biased: bool, period: int | None, data_dir: str):
+def load_split_arrays(
+    size: int,
+    biased: bool,
+    period: int | None,
+    data_dir: str,
+    train_pairs: int | None = None,
+    test_pairs: int | None = None,
+):
     """{"train", "test"} -> {field: stacked numpy array} of a Trifeature config (built on
-    demand; `period` overrides the texture period)."""
+    demand; `period`, `train_pairs` and `test_pairs` override the texture period,
+    `num_train_pairs` and `max_test_pairs` where given)."""
     from jaxmm import experiment
     from jaxmm.data import builders
 
+    given = {
+        "texture_period": period,
+        "num_train_pairs": train_pairs,
+        "max_test_pairs": test_pairs,
+    }
     data = experiment.DataConfig(
         builder="trifeature",
         builder_config=f"px{size}" + ("_biased" if biased else ""),
-        builder_overrides={} if period is None else {"texture_period": period},
+        builder_overrides={k: v for k, v in given.items() if v is not None},
         data_dir=data_dir,
     )
     cfg = experiment.resolve_builder_config(data)
@@ -92,11 +105,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from jaxmm.train import decay_mask
 
     t0 = time.perf_counter()
-    data = load_split_arrays(args.size, args.biased, args.period, args.data_dir)
+    pairs = (getattr(args, "train_pairs", None), getattr(args, "test_pairs", None))
+    data = load_split_arrays(args.size, args.biased, args.period, args.data_dir, *pairs)
     train, test = data["train"], data["test"]
     # Synergy is probed on the unbiased pairs (its label is constant on the biased ones).
     probe_train = (
-        load_split_arrays(args.size, False, args.period, args.data_dir)["train"]
+        load_split_arrays(args.size, False, args.period, args.data_dir, *pairs)["train"]
         if args.biased
         else train
     )
@@ -223,6 +237,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     record = {
         "args": vars(args),
         "num_params": int(num_params),
+        "pairs": {"train": int(n), "test": len(test["image1"])},
         "data_s": round(t_data, 1),
         "train_s": round(t_train, 1),
         "final": history[-1],
