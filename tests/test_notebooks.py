@@ -12,6 +12,7 @@ non-interactive matplotlib backend. New notebooks are picked up automatically.
 
 from __future__ import annotations
 
+import ast
 import os
 import sys
 from pathlib import Path
@@ -62,8 +63,6 @@ def _with_smoke_settings(nb, name):
 
 
 def _assigned_names(source):
-    import ast
-
     return [
         t.id
         for node in ast.parse(source).body
