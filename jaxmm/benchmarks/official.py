@@ -12,6 +12,8 @@ import sys
 import time
 
 CONFIGS = ("tiny", "32px")
+# The 32 px config's AlexNet conv widths (both sides).
+CHANNELS_32PX = (16, 32, 64, 64, 64)
 
 
 def set_threads(n: int) -> None:
@@ -107,7 +109,7 @@ def _official_model(name: str):
         adapters = [FeaturesInputAdapter(f, w) for _ in range(2)]
     else:
         w = 64
-        encoders = [_torch_small_alexnet((16, 32, 64, 64, 64)) for _ in range(2)]
+        encoders = [_torch_small_alexnet(CHANNELS_32PX) for _ in range(2)]
         adapters = [PatchedInputAdapter(64, 1, 1, dim_tokens=w, image_size=4) for _ in range(2)]
     fusion = MMFusion(encoders, adapters, embed_dim=w, n_heads=8, n_layers=1)
     model = OfficialCoMM(
@@ -141,7 +143,7 @@ def _jaxmm_method(name: str):
             ModalityConfig(
                 f"m{i}",
                 "alexnet",
-                {"channels": [16, 32, 64, 64, 64], "variant": "small", "pool": False},
+                {"channels": list(CHANNELS_32PX), "variant": "small", "pool": False},
                 "patch",
                 {"patch_size": 1},
             )
@@ -254,7 +256,7 @@ def encoders_only(batch: int, steps: int, warmup: int) -> dict:
 
     from jaxmm.models import AlexNet
 
-    channels = (16, 32, 64, 64, 64)
+    channels = CHANNELS_32PX
     rs = np.random.default_rng(0)
     x = rs.standard_normal((2, 2 * batch, 32, 32, 3)).astype(np.float32)
     nets = [AlexNet(3, channels, variant="small", pool=False, rngs=nnx.Rngs(i)) for i in range(2)]
@@ -287,8 +289,15 @@ def encoders_only(batch: int, steps: int, warmup: int) -> dict:
     }
 
 
-# (kernel, padding, input side) of the 32 px encoder's five convolutions (`_torch_small_alexnet`).
-_CONV_LAYERS = ((5, 2, 32), (5, 2, 16), (3, 1, 8), (3, 1, 8), (3, 1, 8))
+def _conv_layers_32px() -> list[tuple[int, int, int, int, int]]:
+    """(kernel, padding, input side, Cin, Cout) of the 32 px encoder's convolutions."""
+    from jaxmm.models.alexnet import _POOL_AFTER, _VARIANTS
+
+    side, dims, out = 32, (3, *CHANNELS_32PX), []
+    for i, (k, _, p) in enumerate(_VARIANTS["small"][0]):
+        out.append((k, p, side, dims[i], dims[i + 1]))
+        side //= 2 if i in _POOL_AFTER else 1
+    return out
 
 
 def _conv_passes(layer: int, n: int, rs):
@@ -300,8 +309,7 @@ def _conv_passes(layer: int, n: int, rs):
 
     from jaxmm.models.alexnet import _conv, space_to_depth_conv
 
-    k, p, side = _CONV_LAYERS[layer]
-    cin, cout = (3, 16, 32, 64, 64, 64)[layer : layer + 2]
+    k, p, side, cin, cout = _conv_layers_32px()[layer]
     x = rs.standard_normal((n, side, side, cin)).astype(np.float32)
     w = (rs.standard_normal((k, k, cin, cout)) / np.sqrt(k * k * cin)).astype(np.float32)
     dy = rs.standard_normal((n, side, side, cout)).astype(np.float32)
@@ -363,7 +371,7 @@ def conv_layers(batch: int, steps: int, warmup: int) -> list[dict]:
             }
         )
 
-    for i in range(len(_CONV_LAYERS)):
+    for i in range(len(_conv_layers_32px())):
         name, passes = _conv_passes(i, 2 * batch, rs)
         for kind, jx, tf, gflop in passes:
             row(name, kind, jx, tf, gflop)
