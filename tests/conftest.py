@@ -13,8 +13,10 @@ os.environ["JAXMM_CACHE_DIR"] = "off"
 
 # Under pytest-xdist, each worker keeps to its own share of the cores (gw0 the first, gw1 the
 # second, ... on a 2-core machine). Unpinned, every worker's XLA and data threads spread over all
-# cores and contend: `make test` took 907 s of wall and 1 704 s of CPU time unpinned, 784 s and
-# 1 483 s pinned (2 cores, 7 Dec 2026). Subprocesses a test starts inherit the worker's cores.
+# cores and contend. On 7 Dec 2026 (2 cores) `make test` took 907 s of wall and 1 704 s of CPU
+# time unpinned, then 784 s / 1 483 s pinned; later pinned runs that day took 889 and 1 161 s
+# as the machine slowed, so the gain is one pair of runs, not a settled figure. Subprocesses a
+# test starts inherit the worker's cores.
 _worker = os.environ.get("PYTEST_XDIST_WORKER", "")
 if _worker.startswith("gw") and hasattr(os, "sched_setaffinity"):
     _cores = sorted(os.sched_getaffinity(0))
