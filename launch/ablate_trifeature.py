@@ -68,7 +68,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.train_pairs is not None and args.train_pairs < args.batch_size:
+        parser.error(
+            f"--train-pairs {args.train_pairs}: needs at least --batch-size ({args.batch_size})"
+        )
+    if args.test_pairs is not None and args.test_pairs < 1:
+        parser.error(f"--test-pairs {args.test_pairs}: needs at least 1")
     runtime.enable_compilation_cache()
     from jaxmm.experiments import ablate
 

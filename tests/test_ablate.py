@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from launch import ablate_trifeature
 
 
@@ -17,3 +19,13 @@ def test_tiny_ablation_row_is_recorded(tmp_path):
     assert 0.0 <= row["final"]["shape"] <= 100.0
     assert row["args"]["period"] == 4 and row["num_params"] > 0
     assert row["pairs"] == {"train": 500, "test": 200}
+
+
+def test_too_few_pairs_is_one_error_naming_the_flag(tmp_path, capsys):
+    base = ["--batch-size", "8", "--data-dir", str(tmp_path / "data")]
+    for flag, value in (("--train-pairs", "4"), ("--test-pairs", "0")):
+        with pytest.raises(SystemExit) as e:
+            ablate_trifeature.main([*base, flag, value])
+        assert e.value.code == 2
+        assert flag in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()  # nothing built

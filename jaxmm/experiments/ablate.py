@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from jaxmm.train import decay_mask
 
     t0 = time.perf_counter()
-    pairs = (getattr(args, "train_pairs", None), getattr(args, "test_pairs", None))
+    pairs = (args.train_pairs, args.test_pairs)
     data = load_split_arrays(args.size, args.biased, args.period, args.data_dir, *pairs)
     train, test = data["train"], data["test"]
     # Synergy is probed on the unbiased pairs (its label is constant on the biased ones).
