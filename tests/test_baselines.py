@@ -23,6 +23,7 @@ SMALL = {
     "cmc": {"proj_dim": 8},
     "simclr": {},
     "supcon": {},
+    "modal_supcon": {"proj_dim": 8, "head_hidden_dims": [8]},
 }
 
 
@@ -103,7 +104,15 @@ def head_outputs(method, params, view) -> dict:
 
 
 @pytest.mark.parametrize(
-    "name,n", [("cross", 2), ("cross_self", 2), ("simclr", 2), ("supcon", 2), ("cmc", 3)]
+    "name,n",
+    [
+        ("cross", 2),
+        ("cross_self", 2),
+        ("simclr", 2),
+        ("supcon", 2),
+        ("cmc", 3),
+        ("modal_supcon", 2),
+    ],
 )
 def test_training_reduces_loss_without_retracing(name, n):
     method, batch, params = setup(name, n)
@@ -211,3 +220,58 @@ def test_registry_round_trips_configs_and_rejects_bad_input():
         CMC(model_config(1))
     with pytest.raises(ValueError, match="temperature"):
         get_method("cmc", {"temperature": -1.0}, model_config(2))
+
+
+def np_official_supcon(f1, f2, labels, tau: float = 0.07, base: float = 0.07) -> float:
+    """FactorCL's `SupConLoss` (contrast_mode "all") on features [f1, f2] with explicit loops:
+    anchors are the 2B rows ordered view-major, positives the other rows of the anchor's label,
+    the denominator every row but the anchor; unnormalised features, as the official model."""
+    z = np.concatenate([np.asarray(f1, np.float64), np.asarray(f2, np.float64)])
+    y = np.concatenate([labels, labels])
+    n, total = len(z), 0.0
+    for i in range(n):
+        logits = [z[i] @ z[k] / tau for k in range(n)]
+        denom = sum(np.exp(logits[k]) for k in range(n) if k != i)
+        pos = [k for k in range(n) if k != i and y[k] == y[i]]
+        total += -(tau / base) * np.mean([logits[k] - np.log(denom) for k in pos])
+    return total / n
+
+
+@pytest.mark.parametrize("use_labels", [True, False])
+def test_modal_supcon_is_the_official_supconloss_over_modalities(use_labels):
+    cfg = {"proj_dim": 8, "head_hidden_dims": [8], "use_labels": use_labels}
+    method = get_method("modal_supcon", cfg, model_config(2))
+    batch = make_batch(2)
+    params = setup("modal_supcon")[2]  # same parameter tree for either labels setting
+    loss, _ = jax.jit(method.loss)(params, batch, jax.random.key(0))
+    p = head_outputs(method, params, batch["view1"])
+    labels = np.asarray(batch["labels"]["label"]) if use_labels else np.arange(8)
+    expect = np_official_supcon(p["m0"], p["m1"], labels)
+    np.testing.assert_allclose(float(loss), expect, rtol=2e-5)
+    assert jax.jit(method.embed)(params, batch).shape == (8, 16)  # [e1(x1), e2(x2)]
+
+
+def test_modal_supcon_without_labels_is_distributed_exactly():
+    """Each sample its own class: globally unique ids over 8 devices give the one-device value."""
+    from jax.sharding import PartitionSpec as P
+
+    from jaxmm.train import make_mesh
+
+    method = get_method(
+        "modal_supcon", {**SMALL["modal_supcon"], "use_labels": False}, model_config(2)
+    )
+    params = setup("modal_supcon")[2]
+    batch = make_batch(2, b=16)
+    batch = {"view1": batch["view1"]}
+    mesh = make_mesh()
+    n = mesh.shape["data"]
+    f = jax.shard_map(
+        lambda p, b, r: jax.lax.pmean(method.loss(p, b, r, axis_name="data")[0], "data"),
+        mesh=mesh,
+        in_specs=(P(), P("data"), P()),
+        out_specs=P(),
+    )
+    dist = jax.jit(f)(params, batch, jax.random.key(0))
+    single, _ = jax.jit(method.loss)(params, batch, jax.random.key(0))
+    assert 16 % n == 0
+    np.testing.assert_allclose(float(dist), float(single), rtol=1e-5)

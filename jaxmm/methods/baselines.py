@@ -14,8 +14,10 @@ Each follows the official CoMM code (github.com/Duplums/CoMM, `pl_modules/` and 
   CoMM's fine-tuning objective (App. B.4, "with no additional parameters").
 * `CMC` (Tian et al. 2020): per-modality embeddings with linear heads, mean NT-Xent over all
   modality pairs (`losses/cmc_loss.py`). One view.
+* `ModalSupCon`: FactorCL's SimCLR and SupCon baselines (official `SupConModel`): `SupConLoss`
+  with the two modalities' projections as the two views of each sample, with or without labels.
 
-`embed`: Cross / CrossSelf / CMC return the concatenation of the per-modality encoder outputs
+`embed`: Cross / CrossSelf / CMC / ModalSupCon return the concatenation of the per-modality encoder outputs
 before the heads (modality order of the model config), as their `extract_features`; SimCLR and
 SupCon return the fused embedding (full input, before any head).
 """
@@ -246,6 +248,91 @@ class CMC(_UnimodalMethod):
         loss = jnp.mean(jnp.stack(list(metrics.values())))
         metrics["cmc_loss"] = loss
         return loss, metrics
+
+
+# ------------------------------------------------------------------------------------------------
+# FactorCL's baselines: SupConLoss between the two modalities' projections.
+
+
+@dataclasses.dataclass(frozen=True)
+class ModalSupConConfig(MethodConfig):
+    """FactorCL's SimCLR / SupCon baselines (official `SupConModel`, `Synthetic/`)."""
+
+    use_labels: bool = True  # True: SupCon (same label = positive); False: FactorCL's "SimCLR"
+    label_key: str = "label"  # key in batch["labels"]: int class ids (B,), when use_labels
+    proj_dim: int = 128  # head output width (official: the encoder's embed_dim, 128)
+    head_hidden_dims: tuple[int, ...] = (128, 128)  # official mlp(embed, embed, embed, 1)
+    temperature: float = 0.07  # official SupConLoss default
+    base_temperature: float | None = 0.07  # T / T_base factor of the reference code
+    normalize: bool = False  # the official model feeds unnormalised projections
+    view: str = "view1"  # the single (unaugmented) view whose modalities are contrasted
+
+    def __post_init__(self):
+        check_temperature("ModalSupConConfig", self.temperature)
+        if self.proj_dim < 1:
+            raise ValueError(f"ModalSupConConfig.proj_dim must be >= 1, got {self.proj_dim}")
+
+
+class ModalSupCon(_UnimodalMethod):
+    """SupCon L_out (Khosla et al. 2020, Eq. 2) with the MODALITIES as the views of a sample.
+
+    FactorCL (Liang et al. 2023, Sec. 4.1 and App. D.2) compares against SimCLR and SupCon
+    trained on the two modalities: the official `SupConModel` stacks the projections
+    ``[p1(e1(x1)), p2(e2(x2))]`` as the two views of each sample and applies `SupConLoss`
+    (temperature 0.07, unnormalised features). With labels it is supervised (every same-label
+    projection of either modality is a positive); without, each sample is its own class and the
+    loss is the two-view NT-Xent between modalities (anchors from both modalities, same-modality
+    negatives included): FactorCL's "SimCLR", which can only learn what x1 and x2 share.
+    `embed` is ``[e1(x1), e2(x2)]``, the official `get_embedding`.
+    """
+
+    name = "modal_supcon"
+
+    def __init__(
+        self,
+        model_config: ModelConfig | Mapping[str, Any],
+        config: ModalSupConConfig | None = None,
+    ):
+        super().__init__(model_config)
+        self.config = ModalSupConConfig() if config is None else config
+        if len(self.modality_names) != 2:
+            raise ValueError(
+                f"modal_supcon contrasts two modalities; the model has {list(self.modality_names)}"
+            )
+
+    def loss(
+        self, params: Params, batch: Batch, rng: jax.Array, *, axis_name: str | None = None
+    ) -> tuple[jax.Array, Metrics]:
+        cfg = self.config
+        view = get_view(batch, cfg.view)
+        b = _batch_size(view)
+        if cfg.use_labels:
+            labels = batch.get("labels", {})
+            if cfg.label_key not in labels:
+                raise ValueError(
+                    f"modal_supcon: batch['labels'] has no {cfg.label_key!r} "
+                    f"(ModalSupConConfig.label_key); got {sorted(labels)}"
+                )
+            y = labels[cfg.label_key]
+            if y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer):
+                raise ValueError(
+                    f"modal_supcon: labels[{cfg.label_key!r}] must be integer class ids of "
+                    f"shape (B,), got {y.dtype} {y.shape}"
+                )
+        else:  # every sample its own class, globally unique under data parallelism
+            offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * b
+            y = offset + jnp.arange(b)
+        p = self._project(self.module(params), view, rng)
+        feats = jnp.stack([p[m] for m in self.modality_names], axis=1)  # (B, 2, D)
+        loss = estimators.supcon_loss(
+            feats,
+            y,
+            temperature=cfg.temperature,
+            base_temperature=cfg.base_temperature,
+            normalize=cfg.normalize,
+            axis_name=axis_name,
+        )
+        return loss, {"supcon" if cfg.use_labels else "ntxent": loss}
 
 
 # ------------------------------------------------------------------------------------------------

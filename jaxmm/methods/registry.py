@@ -20,6 +20,8 @@ from jaxmm.methods.baselines import (
     CrossConfig,
     CrossSelf,
     CrossSelfConfig,
+    ModalSupCon,
+    ModalSupConConfig,
     SimCLR,
     SimCLRConfig,
     SupCon,
@@ -38,6 +40,7 @@ METHODS: dict[str, tuple[type, type]] = {
     "simclr": (SimCLR, SimCLRConfig),
     "supcon": (SupCon, SupConConfig),
     "cmc": (CMC, CMCConfig),
+    "modal_supcon": (ModalSupCon, ModalSupConConfig),
     "factorcl": (FactorCL, FactorCLConfig),
     "tuple_infonce": (TupleInfoNCE, TupleInfoNCEConfig),
 }
