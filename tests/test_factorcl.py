@@ -130,7 +130,10 @@ def np_terms(m: FactorCL, params, batch) -> dict[str, float]:
                 critic.mlp.linears, head(term, "x2", x2), head(term, "x2", x2a) if ssl else y
             )
         else:  # conditioned on the term's own heads of the AUGMENTED views (SSL) or one-hot y (SUP)
-            c1, c2 = (head(term, "x1", x1a), head(term, "x2", x2a)) if ssl else (y, y)
+            if ssl:
+                c1, c2 = head(term, "x1", x1a), head(term, "x2", x2a)
+            else:  # Eqs. 13-14: the anchor's label beside x1; beside x2 too with "both"
+                c1, c2 = y, (y if m.config.label_sides == "both" else None)
             s = np_scores(
                 critic.base.mlp.linears, head(term, "x1", x1), head(term, "x2", x2), c1, c2
             )
@@ -138,9 +141,9 @@ def np_terms(m: FactorCL, params, batch) -> dict[str, float]:
     return out
 
 
-@pytest.mark.parametrize("mode", ["ssl", "sup"])
-def test_six_terms_match_numpy_loops(mode):
-    m = method(mode)
+@pytest.mark.parametrize("mode,sides", [("ssl", "x1"), ("sup", "x1"), ("sup", "both")])
+def test_six_terms_match_numpy_loops(mode, sides):
+    m = method(mode, label_sides=sides)
     batch = batches(1)[0]
     params = m.init(jax.random.key(0), batch)
     loss, metrics = jax.jit(m.loss)(params, batch, jax.random.key(1))
@@ -379,3 +382,25 @@ def test_registry_and_bad_inputs():
     ssl = method("ssl")
     with pytest.raises(ValueError, match="view2"):
         ssl.init(jax.random.key(0), {"view1": batch["view1"]})
+
+
+def test_sup_label_beside_x1_only_cannot_score_label_agreement():
+    """Eqs. 13-14 with the anchor's label beside x1 only: S[i, j] = h([a_i, y_i, b_j]), so row i
+    depends on y_i alone and no pair's label agreement enters. With labels on both sides (App.
+    D.1's wording) S[i, j] = h([a_i, y_i, b_j, y_j]) moves when only the y_j are changed."""
+    batch = batches(1)[0]
+    one, both = method("sup"), method("sup", label_sides="both")
+    crit1 = one.module(one.init(jax.random.key(0), batch)).critics["nce_x1x2_cond"]
+    crit2 = both.module(both.init(jax.random.key(0), batch)).critics["nce_x1x2_cond"]
+    assert (crit1.c_dim, crit1.c_y_dim, crit2.c_y_dim) == (2, 0, 2)
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.normal(size=(B, WIDTH)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=(B, WIDTH)), jnp.float32)
+    y = jax.nn.one_hot(jnp.arange(B) % 2, 2)
+    s = np.asarray(crit1(a, b, y, jnp.zeros((B, 0))))
+    ref = np_scores(crit1.base.mlp.linears, np.asarray(a), np.asarray(b), np.asarray(y))
+    np.testing.assert_allclose(s, ref, rtol=1e-5, atol=1e-5)
+    s2 = np.asarray(crit2(a, b, y, y))
+    ref2 = np_scores(crit2.base.mlp.linears, *(np.asarray(v) for v in (a, b, y, y)))
+    np.testing.assert_allclose(s2, ref2, rtol=1e-5, atol=1e-5)
+    assert np.abs(np.asarray(crit2(a, b, y, 1.0 - y)) - s2).max() > 1e-3

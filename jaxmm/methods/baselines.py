@@ -17,9 +17,9 @@ Each follows the official CoMM code (github.com/Duplums/CoMM, `pl_modules/` and 
 * `ModalSupCon`: FactorCL's SimCLR and SupCon baselines (official `SupConModel`): `SupConLoss`
   with the two modalities' projections as the two views of each sample, with or without labels.
 
-`embed`: Cross / CrossSelf / CMC / ModalSupCon return the concatenation of the per-modality encoder outputs
-before the heads (modality order of the model config), as their `extract_features`; SimCLR and
-SupCon return the fused embedding (full input, before any head).
+`embed`: Cross / CrossSelf / CMC / ModalSupCon return the concatenation of the per-modality
+encoder outputs before the heads (modality order of the model config), as their
+`extract_features`; SimCLR and SupCon return the fused embedding (full input, before any head).
 """
 
 from __future__ import annotations

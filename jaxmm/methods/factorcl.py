@@ -21,9 +21,14 @@ Estimators, as in App. D.1:
   encoder outputs and its OWN concat critic f(a, b) = h([a, b]) (`jaxmm.critics.ConcatCritic`);
 * I_NCE is the InfoNCE bound (Eq. 10 / 13 / 15); I_NCE-CLUB (Eq. 11 / 14 / 16) is
   mean_i f*(a_i, b_i) - mean_ij f*(a_i, b_j) with a critic f* trained by InfoNCE;
-* conditioning is by concatenation on both sides (Fig. 5; Sordoni et al. 2021):
-  f(a_i, b_j | c) = h([a_i, c_i, b_j, c'_j]). SUP: c = c' = one-hot label. SSL: c_i is the term's
-  modality-1 head applied to the AUGMENTED x'1_i, c'_j the modality-2 head applied to x'2_j;
+* conditioning is by concatenation (Fig. 5; Sordoni et al. 2021). SSL (Eqs. 15-16, both sides):
+  f(a_i, b_j | c) = h([a_i, c_i, b_j, c'_j]) with c_i the term's modality-1 head applied to the
+  AUGMENTED x'1_i and c'_j the modality-2 head applied to x'2_j. SUP (Eqs. 13-14): the critic is
+  f(x1, x2, y) with the ANCHOR's label, Sec. 3.1's g([x1, y]) . h(x2): h([a_i, y_i, b_j]), the
+  label on the x1 side only (`label_sides="x1"`, as the official `FactorCLSUP`). App. D.1's
+  wording ("concatenating Y to the outputs of both heads") would give h([a_i, y_i, b_j, y_j]),
+  kept as `label_sides="both"`: there every negative pair of another class carries a label
+  mismatch the critic can score without the encoders, a term they cannot change;
 * I_NCE(Xi;Y), SUP: a concat critic between head(x_i) and the label features (one-hot for
   integer labels). The official code feeds the raw scalar label; one-hot is the same information
   for binary labels and extends to k classes. SSL: the term's head is applied to x_i and to x'_i
@@ -98,12 +103,19 @@ class FactorCLConfig(MethodConfig):
     modalities: tuple[str, ...] | None = None  # (X1, X2) names; None: the model's two modalities
     label_key: str = "label"  # SUP: batch["labels"][label_key], int (B,) or float (B,) / (B, k)
     num_classes: int | None = None  # SUP: one-hot width (int labels) or label width k (float)
+    # SUP conditioning (Eqs. 13-14): the anchor's label beside x1 only (paper, official code),
+    # or beside both sides (App. D.1's wording; see the module docstring).
+    label_sides: Literal["x1", "both"] = "x1"
     view: str = "view1"  # batch view holding X (and read by `embed` given a full batch)
     aug_view: str = "view2"  # batch view holding X' (SSL)
 
     def __post_init__(self):
         if self.mode not in ("ssl", "sup"):
             raise ValueError(f"FactorCLConfig.mode must be 'ssl' or 'sup', got {self.mode!r}")
+        if self.label_sides not in ("x1", "both"):
+            raise ValueError(
+                f"FactorCLConfig.label_sides must be 'x1' or 'both', got {self.label_sides!r}"
+            )
         for name in ("critic_hidden", "critic_layers", "head_dim", "num_classes"):
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -299,7 +311,7 @@ class FactorCL(NNXMethod):
         if cfg.mode == "sup":
             k = cfg.num_classes
             task1, task2 = (d["x1"], k), (d["x2"], k)
-            c1, c2 = k, k
+            c1, c2 = k, (k if cfg.label_sides == "both" else 0)
         else:
             task1, task2 = (d["x1"], d["x1"]), (d["x2"], d["x2"])
             c1, c2 = d["x1"], d["x2"]  # the conditional term's own heads on x'1, x'2
@@ -368,7 +380,12 @@ class FactorCL(NNXMethod):
                 # official synthetic FactorCLSSL feeds un-augmented x1 / x2 head outputs twice to
                 # `club_x1x2_cond` (forward, learning_loss), which conditions X1;X2 on themselves;
                 # we do not copy that.
-                c1, c2 = (hd(term, "x1", "x1_aug"), hd(term, "x2", "x2_aug")) if ssl else (y, y)
+                if ssl:
+                    c1, c2 = hd(term, "x1", "x1_aug"), hd(term, "x2", "x2_aug")
+                elif self.config.label_sides == "both":
+                    c1, c2 = y, y
+                else:  # nothing beside x2: an empty (B, 0) conditioning block
+                    c1, c2 = y, jnp.zeros((y.shape[0], 0), y.dtype)
                 out[term] = (hd(term, "x1", "x1"), hd(term, "x2", "x2"), c1, c2)
         return out
 
