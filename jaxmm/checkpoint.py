@@ -20,6 +20,14 @@ step; `quarantine` moves a damaged step aside to `<directory>.corrupt/` (kept fo
 of orbax's step listing so that later saves of the same step number succeed). Every error is a
 `CheckpointError` whose message is one line naming the path and the cause.
 
+A write that fails (disk full, permission lost; orbax writes in a background thread, so the
+error surfaces at the next `save` or `wait_until_finished`) raises `CheckpointWriteError`, one line
+naming the step directory and the cause. The step being written never replaces anything: orbax
+renames its temporary directory only once complete, and deletes old steps (`max_to_keep`) only
+after a successful write, so the previous checkpoint stays intact.
+
+Paths go through `etils.epath` (a local path or ``gs://...``), as orbax's own.
+
 Example:
   >>> ckpt = Checkpointer("/tmp/run/checkpoints", max_to_keep=3)
   >>> ckpt.save(100, state, data_iter=it, config=cfg)
@@ -34,7 +42,6 @@ import dataclasses
 import gc
 import logging
 import os
-import shutil
 import sys
 from typing import Any
 
@@ -43,6 +50,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from jaxmm import config as config_lib
+from jaxmm import workdir as workdir_lib
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +62,13 @@ _GRAIN_ITERATORS = (grain.DatasetIterator, grain.DataLoaderIterator)
 
 class CheckpointError(ValueError):
     """A checkpoint directory is missing, empty or unreadable (the message names the path)."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (the message names the step directory and the cause).
+
+    The previous checkpoint is left intact.
+    """
 
 
 def one_line(e: BaseException, limit: int = _CAUSE_CHARS) -> str:
@@ -76,19 +91,18 @@ def remove_stale_tmp_dirs(directory: str | os.PathLike) -> list[str]:
     Returns:
       The removed paths.
     """
-    directory = os.fspath(directory)
-    if not os.path.isdir(directory):
+    directory = workdir_lib.path(directory)
+    if not directory.is_dir():
         return []
     removed = []
-    for name in sorted(os.listdir(directory)):
-        if TMP_MARKER not in name:
+    for p in sorted(directory.iterdir(), key=lambda p: p.name):
+        if TMP_MARKER not in p.name:
             continue
-        path = os.path.join(directory, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
+        if p.is_dir() and not os.path.islink(os.fspath(p)):
+            p.rmtree()
         else:
-            os.remove(path)
-        removed.append(path)
+            p.unlink()
+        removed.append(os.fspath(p))
     return removed
 
 
@@ -169,8 +183,9 @@ class Checkpointer:
         async_save: bool = True,
         read_only: bool = False,
     ):
-        self.directory = os.path.abspath(os.fspath(directory))
-        if read_only and not os.path.isdir(self.directory):
+        self.path = workdir_lib.path(directory)
+        self.directory = os.fspath(self.path)  # a local path or a URI such as gs://...
+        if read_only and not self.path.is_dir():
             raise CheckpointError(f"Checkpoint directory {self.directory} does not exist")
         if read_only:
             options = ocp.CheckpointManagerOptions(
@@ -180,7 +195,9 @@ class Checkpointer:
             options = ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep, enable_async_checkpointing=async_save
             )
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._manager = ocp.CheckpointManager(self.path, options=options)
+        self._unconfirmed: int | None = None  # the step of a save not yet known to be on disk
+        self._failed = False  # a write failed and was reported (close() does not repeat it)
 
     def latest_step(self) -> int | None:
         """The newest finalised step on disk, or None."""
@@ -209,6 +226,9 @@ class Checkpointer:
 
         Returns:
           Whether a save was started.
+
+        Raises:
+          CheckpointWriteError: this write, or the previous (asynchronous) one, failed.
         """
         items = {STATE: ocp.args.StandardSave(_encode_keys(state))}
         if data_iter is not None:
@@ -220,7 +240,49 @@ class Checkpointer:
             items[DATA] = grain.checkpoint.CheckpointSave(data_iter)
         if config is not None:
             items[CONFIG] = ocp.args.JsonSave(_config_dict(config))
-        return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+        # orbax waits for the previous write before starting one; waiting here first names the
+        # step whose write failed, should it have.
+        self.wait_until_finished()
+        try:
+            started = self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+        except Exception as e:  # orbax / TensorStore / OS errors of the synchronous part
+            raise self._write_error(step, e) from e
+        self._unconfirmed = step if started else self._unconfirmed
+        return started
+
+    def _write_error(self, step: int | None, e: BaseException) -> CheckpointWriteError:
+        self._failed = True
+        previous = [s for s in self._listed_steps() if s != step]
+        kept = f"step {max(previous)} is intact" if previous else "no earlier step exists"
+        where = self.path / str(step) if step is not None else self.path
+        # TensorStore names each file it failed on by its full path, twice: shorten them to the
+        # part under the checkpoint directory, so that the cause (the OS error) fits the line.
+        cause = one_line(e, 2000).replace(os.fspath(self.path) + "/", "")
+        cause = cause if len(cause) <= _CAUSE_CHARS * 2 else cause[: _CAUSE_CHARS * 2 - 3] + "..."
+        return CheckpointWriteError(f"Could not write checkpoint {where}: {cause} ({kept})")
+
+    def _listed_steps(self) -> list[int]:
+        try:
+            self._manager.reload()
+            return list(self._manager.all_steps())
+        except Exception:  # the store itself may be what failed
+            return []
+
+    def _check_previous_write(self) -> None:
+        """Raises the error of the last asynchronous write, if it failed."""
+        try:
+            self._manager.check_for_errors()
+        except Exception as e:
+            step, self._unconfirmed = self._unconfirmed, None
+            raise self._write_error(step, e) from e
+
+    def reached_preemption(self, step: int) -> bool:
+        """Whether every process of a multi-process job reached the preemption sync point.
+
+        JAX's preemption service turns a SIGTERM to any process into one agreed step (call this
+        at every step on every process); always False in a single process.
+        """
+        return self._manager.reached_preemption(step)
 
     def restore(
         self, abstract_state: Any, *, step: int | None = None, data_iter: Any = None
@@ -241,13 +303,13 @@ class Checkpointer:
         """
         self.wait_until_finished()
         step = self._resolve_step(step)
-        path = os.path.join(self.directory, str(step))
+        path = self.path / str(step)
         items = {STATE: ocp.args.StandardRestore(_abstract_encoded(abstract_state))}
         if data_iter is not None:
             if not supports_data_state(data_iter):
                 raise ValueError(f"data_iter of type {type(data_iter).__name__} cannot be restored")
             items[DATA] = grain.checkpoint.CheckpointRestore(data_iter)
-        if not os.path.isdir(os.path.join(path, STATE)):
+        if not (path / STATE).is_dir():
             raise CheckpointError(f"Could not restore checkpoint {path}: no {STATE}/ directory")
         try:
             with _quiet_async_leftovers():
@@ -302,24 +364,24 @@ class Checkpointer:
         Outside `directory`, orbax no longer lists it, and a new save at that step number works.
         """
         self.wait_until_finished()
-        src = os.path.join(self.directory, str(step))
-        dest_dir = self.directory + ".corrupt"
-        os.makedirs(dest_dir, exist_ok=True)
-        dest, n = os.path.join(dest_dir, str(step)), 0
-        while os.path.exists(dest):
+        src = self.path / str(step)
+        dest_dir = self.path.parent / (self.path.name + ".corrupt")
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest, n = dest_dir / str(step), 0
+        while dest.exists():
             n += 1
-            dest = os.path.join(dest_dir, f"{step}.{n}")
-        os.rename(src, dest)
+            dest = dest_dir / f"{step}.{n}"
+        src.rename(dest)
         self._manager.reload()
-        return dest
+        return os.fspath(dest)
 
     def restore_config(self, step: int | None = None) -> dict[str, Any]:
         """The experiment config saved with checkpoint `step` (default: latest), as a dict."""
         self.wait_until_finished()
         step = self._resolve_step(step)
-        path = os.path.join(self.directory, str(step), CONFIG)
-        if not os.path.isdir(path):
-            raise CheckpointError(f"Checkpoint {os.path.dirname(path)} holds no config ({path})")
+        path = self.path / str(step) / CONFIG
+        if not path.is_dir():
+            raise CheckpointError(f"Checkpoint {path.parent} holds no config ({path})")
         try:
             restored = self._manager.restore(
                 step, args=ocp.args.Composite(**{CONFIG: ocp.args.JsonRestore()})
@@ -340,16 +402,31 @@ class Checkpointer:
         return step
 
     def wait_until_finished(self) -> None:
-        """Blocks until pending async saves are on disk (call before reading or exiting)."""
-        self._manager.wait_until_finished()
+        """Blocks until pending async saves are on disk (call before reading or exiting).
+
+        Raises:
+          CheckpointWriteError: the pending write failed.
+        """
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:
+            step, self._unconfirmed = self._unconfirmed, None
+            raise self._write_error(step, e) from e
+        self._check_previous_write()
+        self._unconfirmed = None
 
     def reload(self) -> None:
         """Re-reads the step listing from disk (after another process changed it)."""
         self._manager.reload()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Waits for pending writes and closes; a write error not yet reported is raised."""
+        try:
+            if not self._failed:
+                self.wait_until_finished()
+        finally:
+            with contextlib.suppress(Exception) if self._failed else contextlib.nullcontext():
+                self._manager.close()
 
     def __enter__(self) -> Checkpointer:
         return self

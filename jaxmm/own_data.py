@@ -35,6 +35,7 @@ digits at twice the time: docs/results_own_data.md).
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -153,32 +154,36 @@ def fit(
     import jax
 
     from jaxmm import train as train_lib
+    from jaxmm import workdir as workdir_lib
 
-    workdir = os.path.abspath(os.fspath(workdir))
-    if isinstance(data, Mapping):
-        os.makedirs(workdir, exist_ok=True)
-        path = os.path.join(workdir, DATA_FILE)
-        tmp = path + ".tmp.npz"  # written whole, then renamed: never a half-written data file
-        np.savez(tmp, **{k: np.asarray(v) for k, v in data.items()})
-        os.replace(tmp, path)
-    else:
-        path = os.fspath(data)
-    cfg = default_config(method) if config is None else config
-    cfg = experiment.override(cfg, [*overrides, f"data.path={path}", f"train.workdir={workdir}"])
-    cfg = experiment.resolve_data(cfg)
-    experiment.validate(cfg)
-    it, _ = experiment.build_train_iterator(cfg, process_index=0, process_count=1)
-    cfg = experiment.resolve_steps(cfg, experiment.num_train_examples(cfg))
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(cfg.to_json() + "\n")
-    train_lib.train(
-        experiment.train_config(cfg),
-        experiment.build_method(cfg),
-        it,
-        experiment_config=cfg.to_dict(),
-        batch_transform=experiment.device_augmentation(cfg),
-    )
+    workdir = workdir_lib.path(workdir)
+    # One writer per work dir (jaxmm.workdir): a live run holding it is refused before data.npz.
+    with workdir_lib.hold(workdir):
+        if isinstance(data, Mapping):
+            path = workdir / DATA_FILE
+            buf = io.BytesIO()
+            np.savez(buf, **{k: np.asarray(v) for k, v in data.items()})
+            workdir_lib.write_bytes(path, buf.getvalue())  # whole, never half-written
+            path = os.fspath(path)
+        else:
+            path = os.fspath(data)
+        cfg = default_config(method) if config is None else config
+        cfg = experiment.override(
+            cfg, [*overrides, f"data.path={path}", f"train.workdir={os.fspath(workdir)}"]
+        )
+        cfg = experiment.resolve_data(cfg)
+        experiment.validate(cfg)
+        it, _ = experiment.build_train_iterator(cfg, process_index=0, process_count=1)
+        cfg = experiment.resolve_steps(cfg, experiment.num_train_examples(cfg))
+        if jax.process_index() == 0:
+            workdir_lib.write_text(workdir / "config.json", cfg.to_json() + "\n")
+        train_lib.train(
+            experiment.train_config(cfg),
+            experiment.build_method(cfg),
+            it,
+            experiment_config=cfg.to_dict(),
+            batch_transform=experiment.device_augmentation(cfg),
+        )
     return cfg
 
 

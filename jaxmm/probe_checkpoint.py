@@ -37,6 +37,7 @@ from jaxmm import checkpoint as ckpt_lib
 from jaxmm import experiment
 from jaxmm import probe as probe_lib
 from jaxmm import train as train_lib
+from jaxmm import workdir as workdir_lib
 from jaxmm.checkpoint import CheckpointError
 from jaxmm.data import builders, pipeline
 
@@ -80,9 +81,9 @@ class LoadedRun:
 
 def checkpoint_dir(workdir: str | os.PathLike) -> str:
     """``workdir/checkpoints`` if it exists, else ``workdir`` itself (a checkpoints dir given)."""
-    workdir = os.path.abspath(os.fspath(workdir))
-    sub = os.path.join(workdir, "checkpoints")
-    return sub if os.path.isdir(sub) else workdir
+    workdir = workdir_lib.path(workdir)  # local or a URI such as gs://...
+    sub = workdir / "checkpoints"
+    return os.fspath(sub if sub.is_dir() else workdir)
 
 
 def load_run(workdir: str | os.PathLike, step: int | None = None) -> LoadedRun:
@@ -126,7 +127,7 @@ def load_run(workdir: str | os.PathLike, step: int | None = None) -> LoadedRun:
 
 def _load_step(ckpt: ckpt_lib.Checkpointer, directory: str, step: int) -> LoadedRun:
     raw = ckpt.restore_config(step)  # one CheckpointError naming the path if absent
-    where = os.path.join(directory, str(step))
+    where = workdir_lib.path(directory) / str(step)
     try:
         cfg = experiment.ExperimentConfig.from_dict(raw)
         method = experiment.build_method(cfg)

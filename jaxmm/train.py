@@ -18,7 +18,7 @@ The pieces, big_vision style:
   parameters under `inner_loss` with their own optimizer, then the main update, in which the
   inner parameters' updates are zero (`optax.multi_transform` with `set_to_zero`).
 * `train(...)`: the loop — progress bar, JSON-lines metrics from process 0, periodic async
-  checkpoints, resume from the work dir, a checkpoint on Ctrl-C.
+  checkpoints, resume from the work dir, a checkpoint on Ctrl-C and on preemption (SIGTERM).
 
 Faults (see also `jaxmm.checkpoint`):
 
@@ -35,6 +35,17 @@ Faults (see also `jaxmm.checkpoint`):
   newer one is reported in one warning line and moved to `checkpoints.corrupt/`. `metrics.jsonl`
   keeps exactly one row per logged step: rows after the restored step (replayed by the resumed
   run) and a torn last line are dropped.
+* Preemption: SIGTERM (a scheduler's notice, with a grace period) makes the run finish the step
+  in flight, checkpoint it, wait for the write and raise `Preempted` (`launch.train` exits with
+  `PREEMPTED_EXIT_CODE`, 75: re-queue it, it resumes bitwise). With several processes the
+  signal is left to JAX's preemption service (`jax.distributed` installs its SIGTERM notifier):
+  every process asks `Checkpointer.reached_preemption(step)` at every step, and all of them
+  stop at the same agreed step even if only one was signalled.
+* One writer: the work dir is locked for the run (`jaxmm.workdir`; process 0 holds the lock of a
+  multi-process run); a second run on it raises `jaxmm.workdir.WorkdirBusy` before writing.
+* Write failures: a checkpoint that cannot be written raises
+  `jaxmm.checkpoint.CheckpointWriteError` (one line: the step directory and the cause); the
+  previous checkpoint stays as it was.
 
 Multi-host: call `maybe_initialize_distributed` first; each process then feeds its own slice of
 the global batch (`Trainer.shard` wraps `jax.make_array_from_process_local_data`).
@@ -44,10 +55,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import math
-import os
 import signal
 import threading
 import time
@@ -64,6 +73,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxmm import checkpoint as ckpt_lib
 from jaxmm import progress
+from jaxmm import workdir as workdir_lib
 from jaxmm.config import OptimizerConfig, TrainConfig
 from jaxmm.methods import base
 
@@ -86,6 +96,17 @@ class TrainState:
 
 class NonFiniteError(FloatingPointError):
     """Too many consecutive steps had a non-finite loss or gradients (the message says which)."""
+
+
+PREEMPTED_EXIT_CODE = 75  # sysexits' EX_TEMPFAIL: "try again later"; a scheduler re-queues on it
+
+
+class Preempted(Exception):  # noqa: N818 (an event, not a failure)
+    """The run was preempted (SIGTERM) and checkpointed at `step`; run it again to resume."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
 # ------------------------------------------------------------------------------------------------
@@ -442,28 +463,45 @@ def _all_finite(tree: Any) -> jax.Array:
 
 
 class _StopFlag:
-    """First Ctrl-C: finish the current step, checkpoint, then raise. Second: default behaviour."""
+    """Ctrl-C and SIGTERM, read at step boundaries.
+
+    SIGINT: the first finishes the current step, checkpoints, then raises KeyboardInterrupt; a
+    second has the default behaviour. SIGTERM (in a single process; several processes leave it
+    to JAX's preemption service): finish the step, checkpoint, raise `Preempted`; repeated
+    notices change nothing.
+    """
 
     def __init__(self):
         self.requested = False
+        self.preempted = False
 
     @contextlib.contextmanager
-    def installed(self):
+    def installed(self, *, sigint: bool = True, sigterm: bool = False):
         if threading.current_thread() is not threading.main_thread():
             yield self  # signal handlers can only be set from the main thread
             return
-        previous = signal.getsignal(signal.SIGINT)
+        previous = {}
 
-        def handler(signum, frame):
+        def on_sigint(signum, frame):
             # Donated buffers make an exception mid-step unsafe: the old state may already be gone.
             self.requested = True
-            signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGINT, previous[signal.SIGINT])
 
-        signal.signal(signal.SIGINT, handler)
+        def on_sigterm(signum, frame):
+            self.preempted = True
+
+        for sig, handler, wanted in (
+            (signal.SIGINT, on_sigint, sigint),
+            (signal.SIGTERM, on_sigterm, sigterm),
+        ):
+            if wanted:
+                previous[sig] = signal.getsignal(sig)
+                signal.signal(sig, handler)
         try:
             yield self
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _peek(data_iter: Iterator[Any]) -> tuple[Any, Iterator[Any]]:
@@ -492,8 +530,10 @@ def train(
     and `metrics.jsonl` (one JSON line per `log_every` steps, process 0 only). If the work dir
     already holds a checkpoint and `config.resume`, training continues from it (parameters,
     optimizer states, step, rng and — for grain iterators — the data position); a checkpoint is
-    written every `ckpt_every` steps, at the end, and on the first Ctrl-C (then KeyboardInterrupt
-    is re-raised; a second Ctrl-C aborts at once).
+    written every `ckpt_every` steps, at the end, on the first Ctrl-C (then KeyboardInterrupt
+    is re-raised; a second Ctrl-C aborts at once) and on SIGTERM (then `Preempted` is raised).
+    `config.workdir` may be local or a URI orbax accepts (``gs://...``); it is locked for the run
+    (`jaxmm.workdir.hold`).
 
     Args:
       config: the training config (`batch_size` is the GLOBAL batch).
@@ -518,8 +558,13 @@ def train(
       NonFiniteError: `config.max_consecutive_skips` steps in a row had a non-finite loss or
         gradients (after checkpointing the last, finite, state).
       KeyboardInterrupt: after saving, on Ctrl-C.
+      Preempted: after saving and waiting for the write, on SIGTERM (JAX's preemption notice
+        with several processes; all of them stop at the same step).
+      jaxmm.workdir.WorkdirBusy: another live run holds the work dir (nothing is written).
+      jaxmm.checkpoint.CheckpointWriteError: a checkpoint could not be written (the previous one
+        is intact).
     """
-    n_proc, is_main = jax.process_count(), jax.process_index() == 0
+    n_proc = jax.process_count()
     if config.batch_size % n_proc:
         raise ValueError(
             f"train.batch_size {config.batch_size} not divisible by {n_proc} processes"
@@ -541,8 +586,8 @@ def train(
             f"train.batch_size {config.batch_size} not divisible by {mesh.shape[DATA_AXIS]} devices"
         )
 
-    workdir = os.path.abspath(config.workdir)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
+    workdir = workdir_lib.path(config.workdir)
+    ckpt_dir = workdir / "checkpoints"
     # Decide before writing anything: a refused resume must leave the work dir as it was.
     latest = _latest_finalised_step(ckpt_dir)
     if n_proc > 1:
@@ -556,31 +601,65 @@ def train(
         raise ValueError(
             f"{workdir} already holds checkpoint step {latest}; use resume or a new dir"
         )
-    data_state = ckpt_lib.supports_data_state(train_iter)
-    if is_main:
-        for path in ckpt_lib.remove_stale_tmp_dirs(ckpt_dir):
-            log.warning("Removed %s (a checkpoint write that never finished)", path)
-    os.makedirs(workdir, exist_ok=True)
-    ckpt = ckpt_lib.Checkpointer(ckpt_dir, max_to_keep=config.keep)
-    try:
-        if latest is not None:
-            restored_step, state, failed = ckpt.restore_newest_intact(
-                trainer.abstract_state(), data_iter=train_iter if data_state else None
-            )
-            if failed and is_main:
-                for bad, _ in failed:
-                    log.warning("Moved unreadable step %d to %s", bad, ckpt.quarantine(bad))
-            if failed and n_proc > 1:
-                from jax.experimental import multihost_utils
+    # One writer per work dir; a live holder is refused here, before anything is written.
+    with workdir_lib.hold(workdir):
+        return _run(
+            config,
+            trainer,
+            train_iter,
+            workdir=workdir,
+            latest=latest,
+            experiment_config=experiment_config,
+        )
 
-                multihost_utils.sync_global_devices("jaxmm.train: corrupt checkpoints moved")
-                ckpt.reload()
-            log.info("Resumed from %s at step %d", ckpt.directory, restored_step)
-        else:
-            state = trainer.init_state()
-    except BaseException:
-        ckpt.close()
-        raise
+
+def _run(
+    config: TrainConfig,
+    trainer: Trainer,
+    train_iter: Iterator[Any],
+    *,
+    workdir: Any,
+    latest: int | None,
+    experiment_config: Any,
+) -> TrainState:
+    """The loop of `train`, once the work dir is held (see `train`)."""
+    n_proc, is_main = jax.process_count(), jax.process_index() == 0
+    ckpt_dir = workdir / "checkpoints"
+    data_state = ckpt_lib.supports_data_state(train_iter)
+    stop = _StopFlag()
+    # SIGTERM from here on (restore and compilation can take minutes): a preempted run then
+    # always exits with PREEMPTED_EXIT_CODE, never as killed.
+    with stop.installed(sigint=False, sigterm=n_proc == 1):
+        if is_main:
+            for path in ckpt_lib.remove_stale_tmp_dirs(ckpt_dir):
+                log.warning("Removed %s (a checkpoint write that never finished)", path)
+        ckpt = ckpt_lib.Checkpointer(ckpt_dir, max_to_keep=config.keep)
+        try:
+            if latest is not None:
+                restored_step, state, failed = ckpt.restore_newest_intact(
+                    trainer.abstract_state(), data_iter=train_iter if data_state else None
+                )
+                if failed and is_main:
+                    for bad, _ in failed:
+                        log.warning("Moved unreadable step %d to %s", bad, ckpt.quarantine(bad))
+                if failed and n_proc > 1:
+                    from jax.experimental import multihost_utils
+
+                    multihost_utils.sync_global_devices("jaxmm.train: corrupt checkpoints moved")
+                    ckpt.reload()
+                log.info("Resumed from %s at step %d", ckpt.directory, restored_step)
+            else:
+                state = trainer.init_state()
+        except BaseException:
+            ckpt.close()
+            raise
+        return _loop(config, trainer, train_iter, ckpt, state, stop, workdir, experiment_config)
+
+
+def _loop(config, trainer, train_iter, ckpt, state, stop, workdir, experiment_config):
+    n_proc, is_main = jax.process_count(), jax.process_index() == 0
+    mesh = trainer.mesh
+    data_state = ckpt_lib.supports_data_state(train_iter)
     if not data_state:
         log.warning(
             "train_iter (%s) has no checkpointable state: a resumed run will not continue "
@@ -596,7 +675,7 @@ def train(
         mesh.devices.flat[0].platform,
         n_proc,
         config.batch_size,
-        local_bs,
+        config.batch_size // n_proc,
         config.batch_size // mesh.size,
         f"{trainer.num_params:,}",
         trainer.has_inner,
@@ -614,52 +693,55 @@ def train(
         ckpt.save(
             at_step, st, data_iter=train_iter if data_state else None, config=experiment_config
         )
+        if metrics is not None:
+            metrics.flush()  # an object store gets the rows with each checkpoint
 
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    if is_main:
-        _truncate_metrics(metrics_path, start)
-    metrics_file = open(metrics_path, "a") if is_main else None
-    bar = progress.bar(
-        desc="train",
-        total=config.steps,
-        initial=start,
-        disable=not (config.progress and is_main),
-        dynamic_ncols=True,
-    )
-    stop = _StopFlag()
-    guard = _SkipGuard(config.max_consecutive_skips)
-    step, last_saved = start, start
-    t_last, step_last = time.perf_counter(), start
+    metrics = None
+    bar = None
     try:
-        with stop.installed():
-            while step < config.steps:
+        metrics = workdir_lib.MetricsLog(workdir / "metrics.jsonl", start) if is_main else None
+        bar = progress.bar(
+            desc="train",
+            total=config.steps,
+            initial=start,
+            disable=not (config.progress and is_main),
+            dynamic_ncols=True,
+        )
+        guard = _SkipGuard(config.max_consecutive_skips)
+        step, last_saved = start, start
+        t_last, step_last = time.perf_counter(), start
+        with stop.installed(sigint=True):
+            while step < config.steps and not stop.preempted:
                 try:
                     local = next(train_iter)
                 except StopIteration:
                     log.warning("train_iter exhausted at step %d of %d", step, config.steps)
                     break
-                state, metrics = trainer.train_step(state, trainer.shard(local))
+                state, metrics_ = trainer.train_step(state, trainer.shard(local))
                 step += 1
                 bar.update(1)
-                guard.push(step, metrics["nonfinite"])
+                guard.push(step, metrics_["nonfinite"])
                 if step % config.log_every == 0 or step == config.steps:
-                    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    row = {k: float(v) for k, v in jax.device_get(metrics_).items()}
                     guard.flush()
                     now = time.perf_counter()
-                    metrics["examples_per_sec"] = (
+                    row["examples_per_sec"] = (
                         (step - step_last) * config.batch_size / (now - t_last)
                     )
                     t_last, step_last = now, step
                     bar.set_postfix(
-                        loss=f"{metrics['loss']:.4f}", ex_s=f"{metrics['examples_per_sec']:.0f}"
+                        loss=f"{row['loss']:.4f}", ex_s=f"{row['examples_per_sec']:.0f}"
                     )
-                    if metrics_file is not None:
-                        metrics_file.write(json.dumps({"step": step, **metrics}) + "\n")
-                        metrics_file.flush()
+                    if metrics is not None:
+                        metrics.write({"step": step, **row})
                 if config.ckpt_every and step % config.ckpt_every == 0:
                     save(step, state)
                     last_saved = step
-                if stop.requested or guard.exceeded:
+                # Several processes: JAX's preemption service agrees on one step for all of
+                # them (it must be asked at every step, by every process).
+                if n_proc > 1 and ckpt.reached_preemption(step):
+                    stop.preempted = True
+                if stop.requested or stop.preempted or guard.exceeded:
                     break
         guard.flush()
         if step != last_saved:
@@ -673,15 +755,25 @@ def train(
                 f"in {ckpt.directory} at step {step}; lower optimizer.lr, set "
                 "optimizer.clip_norm or check the data"
             )
+        if stop.preempted:
+            ckpt.wait_until_finished()
+            log.warning("Preempted: checkpointed step %d in %s", step, ckpt.directory)
+            raise Preempted(
+                f"preempted (SIGTERM) at step {step}; checkpoint saved in {ckpt.directory}; run "
+                "the same command again to resume",
+                step,
+            )
         if stop.requested:
             ckpt.wait_until_finished()
             raise KeyboardInterrupt(
                 f"interrupted at step {step}; checkpoint saved in {ckpt.directory}"
             )
+        ckpt.wait_until_finished()  # a failed last write is reported here, in one line
     finally:
-        bar.close()
-        if metrics_file is not None:
-            metrics_file.close()
+        if bar is not None:
+            bar.close()
+        if metrics is not None:
+            metrics.close()
         ckpt.close()
     return state
 
@@ -726,35 +818,9 @@ class _SkipGuard:
             self.consecutive = 0
 
 
-def _latest_finalised_step(ckpt_dir: str) -> int | None:
+def _latest_finalised_step(ckpt_dir: Any) -> int | None:
     """The newest finalised step in `ckpt_dir` without creating anything (None if none)."""
-    if not os.path.isdir(ckpt_dir):
+    if not workdir_lib.path(ckpt_dir).is_dir():
         return None
     with ckpt_lib.Checkpointer(ckpt_dir, read_only=True) as ckpt:
         return ckpt.latest_step()
-
-
-def _truncate_metrics(path: str, last_step: int) -> None:
-    """Keeps the rows of `path` up to `last_step` (the restored step); drops a torn last line.
-
-    The resumed run logs the steps after `last_step` again, so any such row is a replay.
-    """
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        lines = f.read().splitlines()
-    kept = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
-        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= last_step:
-            kept.append(line)
-    if len(kept) == len(lines):
-        return
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
-    log.info("metrics.jsonl: dropped %d row(s) after step %d", len(lines) - len(kept), last_step)

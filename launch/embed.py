@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from jaxmm.checkpoint import CheckpointError
@@ -50,10 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    np.savez(args.out, **out)
+    import io
+
+    from jaxmm import workdir as workdir_lib
+
+    path = workdir_lib.path(args.out)  # local or a URI such as gs://...
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, **out)
+    workdir_lib.write_bytes(path, buf.getvalue())
     shapes = ", ".join(f"{k} {v.shape}" for k, v in out.items())
-    print(f"Wrote {args.out}: {shapes}")
+    print(f"Wrote {path}: {shapes}")
     return 0
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import traceback
 from typing import Any
@@ -112,10 +111,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         report["finetune"] = ft_lib.finetune_tasks(run_, report, config, split=args.split)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"\nWrote {args.out}")
+        from jaxmm import workdir as workdir_lib
+
+        out = workdir_lib.path(args.out)  # local or a URI such as gs://...
+        out.parent.mkdir(parents=True, exist_ok=True)
+        workdir_lib.write_text(out, json.dumps(report, indent=2))
+        print(f"\nWrote {out}")
     else:
         print("\nResults printed only; --out FILE saves them as JSON.")
     return report

@@ -14,26 +14,36 @@ from which `jaxmm.experiment.ExperimentConfig.from_dict` + `build_method` rebuil
 `metrics.jsonl` and `config.json`. An existing checkpoint is resumed unless `--no-resume`.
 
 Faults and resume: see `jaxmm.experiments.training` (every check runs before data is built or
-anything is written in the work dir). Errors are one line on stderr (exit 2 for bad input:
-config, files, work dir, checkpoints; 1 for a run that fails, e.g. non-finite losses; 130 on
-Ctrl-C, after a checkpoint); `--verbose` adds the traceback.
+anything is written in the work dir). Errors are one line on stderr; `--verbose` adds the
+traceback. Exit codes:
+
+   0  done
+   1  the run failed (non-finite losses, a checkpoint that cannot be written, ...)
+   2  bad input: config, files, work dir of another experiment, unreadable checkpoints
+   3  the work dir is in use by another live run (nothing was written)
+  75  preempted (SIGTERM): the step reached was checkpointed; re-queue the same command
+ 130  Ctrl-C, after a checkpoint
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import traceback
 
 from jaxmm import checkpoint as ckpt_lib
 from jaxmm import experiment
 from jaxmm import train as train_lib
+from jaxmm import workdir as workdir_lib
 from jaxmm.experiments.training import RESUMABLE, check_workdir, prepare, run  # noqa: F401
 from launch import configs, logs
 
 log = logging.getLogger("launch.train")
+
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_BUSY = 1, 2, 3
+EXIT_PREEMPTED = train_lib.PREEMPTED_EXIT_CODE  # 75
+EXIT_INTERRUPTED = 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,19 +133,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             return 0
         run(cfg)
-        out = os.path.abspath(cfg.train.workdir)
+        out = workdir_lib.path(cfg.train.workdir)
         log.info("Done: checkpoints in %s/checkpoints, metrics in %s/metrics.jsonl", out, out)
+    except workdir_lib.WorkdirBusy as e:
+        return _fail(e, args.verbose, EXIT_BUSY)
+    except train_lib.Preempted as e:
+        return _fail(e, args.verbose, EXIT_PREEMPTED)
+    except (train_lib.NonFiniteError, ckpt_lib.CheckpointWriteError) as e:
+        return _fail(e, args.verbose, EXIT_FAILED)
     except (ValueError, ckpt_lib.CheckpointError, OSError) as e:
         # Bad input: a config, a file or a work dir (CheckpointError is a ValueError).
-        return _fail(e, args.verbose, 2)
-    except train_lib.NonFiniteError as e:
-        return _fail(e, args.verbose, 1)
+        return _fail(e, args.verbose, EXIT_BAD_INPUT)
     except KeyboardInterrupt as e:
-        return _fail(e, args.verbose, 130)
+        return _fail(e, args.verbose, EXIT_INTERRUPTED)
     except Exception as e:  # anything else: still one line; the traceback under --verbose
         if not args.verbose:
             e = RuntimeError(f"{ckpt_lib.one_line(e, 400)} (run with --verbose for the traceback)")
-        return _fail(e, args.verbose, 1)
+        return _fail(e, args.verbose, EXIT_FAILED)
     return 0
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from jaxmm import checkpoint as ckpt_lib
 from jaxmm import train as train_lib
+from jaxmm import workdir as workdir_lib
 from jaxmm.config import OptimizerConfig, TrainConfig
 from jaxmm.methods.toy import ToyContrastive, toy_dataset
 
@@ -332,6 +333,7 @@ sys.path.insert(0, {tests!r})
 from test_faults import _config, _method, _mesh, _pipeline
 from jaxmm import checkpoint as ckpt_lib
 from jaxmm import train as train_lib
+from jaxmm import workdir as workdir_lib
 
 save = ckpt_lib.Checkpointer.save
 
@@ -365,3 +367,138 @@ def test_kill_9_during_a_checkpoint_write_then_resume_is_bitwise_exact(tmp_path)
     jax.tree.map(np.testing.assert_array_equal, next(resumed_iter), next(straight_iter))
     assert not [n for n in os.listdir(run / "checkpoints") if ckpt_lib.TMP_MARKER in n]
     assert [r["step"] for r in _rows(run)] == [1, 2, 3, 4, 5, 6]
+
+
+# ------------------------------------------------------------------------------------------------
+# 7. Preemption: a real SIGTERM checkpoints the step reached, exits 75, and the rerun resumes
+#    bitwise.
+
+_PREEMPTED_RUN = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_faults import _config, _method, _mesh, _pipeline
+from jaxmm import train as train_lib
+from jaxmm import workdir as workdir_lib
+
+cfg = _config({workdir!r}, steps=1_000_000, ckpt_every=1000, log_every=1)
+try:
+    train_lib.train(cfg, _method(), _pipeline(), mesh=_mesh())
+except train_lib.Preempted as e:
+    print("preempted at", e.step, flush=True)
+    sys.exit(train_lib.PREEMPTED_EXIT_CODE)
+"""
+
+
+def _logged_steps(path) -> list[int]:
+    """Steps of the complete rows of a metrics.jsonl being written (a torn last line skipped)."""
+    if not os.path.exists(path):
+        return []
+    steps = []
+    with open(path) as f:
+        for line in f:
+            if line.endswith("\n"):
+                steps.append(json.loads(line)["step"])
+    return steps
+
+
+def test_sigterm_checkpoints_the_step_reached_and_the_rerun_is_bitwise_exact(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    code = _PREEMPTED_RUN.format(tests=os.path.dirname(__file__), workdir=str(run))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        # Signal once the run has logged a few steps (it would run for a million).
+        signalled_at = 0
+        while proc.poll() is None and signalled_at < 3:
+            time.sleep(0.05)
+            signalled_at = max(_logged_steps(run / "metrics.jsonl"), default=0)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == train_lib.PREEMPTED_EXIT_CODE, err.decode()[-2000:]
+    with ckpt_lib.Checkpointer(run / "checkpoints", read_only=True) as ckpt:
+        saved = ckpt.latest_step()
+    assert saved >= signalled_at  # at or after the step the signal found
+    assert out.decode().strip() == f"preempted at {saved}"
+    assert "Preempted: checkpointed step" in err.decode()
+    assert workdir_lib.claims(run) == []  # the lock is released on the way out
+    # The same command again (here with an end in sight) resumes from `saved` bitwise.
+    steps = saved + 3
+    straight, straight_iter = _straight(tmp_path, steps)
+    resumed_iter = _pipeline()
+    cfg = _config(run, steps=steps, ckpt_every=1000, log_every=1)
+    resumed = train_lib.train(cfg, _method(), resumed_iter, mesh=_mesh())
+    _assert_equal(resumed, straight)
+    jax.tree.map(np.testing.assert_array_equal, next(resumed_iter), next(straight_iter))
+    # The loss trajectory (every metric but the throughput) equals the uninterrupted run's.
+    rows, want = _rows(run), _rows(tmp_path / "straight")
+    assert [r["step"] for r in rows] == list(range(1, steps + 1))
+    for r in (*rows, *want):
+        r.pop("examples_per_sec")
+    assert rows == want
+
+
+# ------------------------------------------------------------------------------------------------
+# 8. A checkpoint write that fails stops the run in one line and leaves the previous one intact.
+
+_FULL_DISK_RUN = """
+import resource, signal, sys
+sys.path.insert(0, {tests!r})
+from test_faults import _config, _method, _mesh, _pipeline
+from jaxmm import checkpoint as ckpt_lib
+from jaxmm import train as train_lib
+from jaxmm import workdir as workdir_lib
+
+save = ckpt_lib.Checkpointer.save
+
+def save_then_fill_the_disk(self, step, *args, **kwargs):
+    out = save(self, step, *args, **kwargs)
+    if step == 2:
+        self.wait_until_finished()
+        # From now on no file may grow past {limit} bytes (EFBIG, as ENOSPC would fail it).
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+    return out
+
+ckpt_lib.Checkpointer.save = save_then_fill_the_disk
+cfg = _config({workdir!r}, steps=6, ckpt_every=2, log_every=1000, keep=1)
+try:
+    train_lib.train(cfg, _method(), _pipeline(), mesh=_mesh())
+except ckpt_lib.CheckpointWriteError as e:
+    print(e, flush=True)
+    sys.exit(1)
+"""
+
+
+def test_a_failing_checkpoint_write_stops_in_one_line_and_keeps_the_previous(tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    code = _FULL_DISK_RUN.format(tests=os.path.dirname(__file__), workdir=str(run), limit=2048)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=600)
+    out = proc.stdout.decode().strip()
+    assert proc.returncode == 1, proc.stderr.decode()[-3000:]
+    assert "\n" not in out
+    assert out.startswith(f"Could not write checkpoint {run / 'checkpoints' / '4'}: "), out
+    assert "File too large" in out and out.endswith("(step 2 is intact)"), out
+    # keep=1 would have deleted step 2 after a successful write of step 4: it is still there and
+    # restores into the run's state.
+    cfg = _config(run, steps=6)
+    batch = next(_pipeline())
+    trainer = train_lib.Trainer(_method(), cfg, batch, mesh=_mesh())
+    with ckpt_lib.Checkpointer(run / "checkpoints", read_only=True) as ckpt:
+        assert ckpt.all_steps() == [2]
+        state = ckpt.restore(trainer.abstract_state())
+    assert int(state.step) == 2

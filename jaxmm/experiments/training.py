@@ -15,9 +15,16 @@ the split size is known), then the resume decision:
   changes; a changed `train.ckpt_every` is accepted and logged (checkpoints follow the new
   interval from the restored step on; the steps already saved stay).
 
-Errors are one line on stderr (exit 2 for bad input: config, files, work dir, checkpoints; 1 for a
-run that fails, e.g. non-finite losses; 130 on Ctrl-C, after a checkpoint); `--verbose` adds the
-traceback.
+One writer: a work dir held by another live run (`jaxmm.workdir`) is refused in one line naming
+the holder (host, pid, since when), in `prepare` already for a single process and, for any number
+of processes, in `run` before `config.json` is written; a dead run's lock is taken over with a
+warning. Work dirs may be local or a URI orbax accepts (``gs://...``): every file here is read and
+written through `etils.epath`.
+
+Errors are one line on stderr (exit codes in `launch.train`: 2 for bad input: config, files, work
+dir, checkpoints; 3 for a work dir in use; 1 for a run that fails, e.g. non-finite losses or a
+checkpoint write; 75 when preempted, after a checkpoint; 130 on Ctrl-C, after a checkpoint);
+`--verbose` adds the traceback.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import os
 from jaxmm import checkpoint as ckpt_lib
 from jaxmm import experiment
 from jaxmm import train as train_lib
+from jaxmm import workdir as workdir_lib
 
 __all__ = ["RESUMABLE", "check_workdir", "config_changes", "prepare", "resumable", "run"]
 
@@ -92,22 +100,22 @@ def prepare(cfg: experiment.ExperimentConfig) -> None:
     check_workdir(cfg)
 
 
-def saved_config(workdir: str) -> tuple[dict | None, str]:
+def saved_config(workdir: str | os.PathLike) -> tuple[dict | None, str]:
     """The config a work dir was made with: config.json, else its checkpoint's; (None, "")."""
-    path = os.path.join(workdir, "config.json")
-    if os.path.isfile(path):
+    workdir = workdir_lib.path(workdir)
+    path = workdir / "config.json"
+    if path.is_file():
         try:
-            with open(path) as f:
-                return json.load(f), path
+            return json.loads(path.read_text()), os.fspath(path)
         except (OSError, ValueError) as e:
             raise ValueError(
                 f"{path} is unreadable ({ckpt_lib.one_line(e)}); the work dir is not a run of "
                 "this launcher, use a new --workdir"
             ) from None
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    if os.path.isdir(ckpt_dir):
+    ckpt_dir = workdir / "checkpoints"
+    if ckpt_dir.is_dir():
         try:
-            return ckpt_lib.load_config(ckpt_dir), ckpt_dir
+            return ckpt_lib.load_config(ckpt_dir), os.fspath(ckpt_dir)
         except ckpt_lib.CheckpointError:
             pass  # no step or a damaged one: the trainer falls back or starts fresh
     return None, ""
@@ -118,8 +126,14 @@ def check_workdir(cfg: experiment.ExperimentConfig) -> None:
 
     Raises:
       ValueError: another experiment's work dir, or a checkpoint while `train.resume` is off.
+      jaxmm.workdir.WorkdirBusy: a single-process run finds a live run holding the work dir
+        (with several processes `run` decides, on every process at once).
     """
-    workdir = os.path.abspath(cfg.train.workdir)
+    import jax
+
+    workdir = workdir_lib.path(cfg.train.workdir)
+    if jax.process_count() == 1:
+        workdir_lib.check_free(workdir)
     saved, where = saved_config(workdir)
     if saved is not None:
         changes = config_changes(saved, cfg.to_dict())
@@ -136,9 +150,9 @@ def check_workdir(cfg: experiment.ExperimentConfig) -> None:
                 f"{workdir} holds another experiment ({where} differs: {shown}); use a new "
                 "--workdir (its files are left as they are)"
             )
-    ckpt_dir = os.path.join(workdir, "checkpoints")
+    ckpt_dir = workdir / "checkpoints"
     latest = None
-    if os.path.isdir(ckpt_dir):
+    if ckpt_dir.is_dir():
         with ckpt_lib.Checkpointer(ckpt_dir, read_only=True) as ckpt:
             latest = ckpt.latest_step()
     if latest is not None and not cfg.train.resume:
@@ -172,23 +186,23 @@ def run(cfg: experiment.ExperimentConfig):
     n_train = experiment.num_train_examples(cfg)
     experiment.check_batch_vs_examples(cfg, n_train)  # the first time the split size is known
     cfg = experiment.resolve_steps(cfg, n_train)
-    workdir = os.path.abspath(cfg.train.workdir)
-    if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(cfg.to_json() + "\n")
-    log.info(
-        "Experiment %s: method %s, %d steps at global batch %d, work dir %s",
-        cfg.name,
-        cfg.method.name,
-        cfg.train.steps,
-        cfg.train.batch_size,
-        workdir,
-    )
-    return train_lib.train(
-        experiment.train_config(cfg),
-        experiment.build_method(cfg),
-        it,
-        experiment_config=cfg.to_dict(),
-        batch_transform=experiment.device_augmentation(cfg),
-    )
+    workdir = workdir_lib.path(cfg.train.workdir)
+    # The lock before config.json: a second run on a live work dir writes nothing.
+    with workdir_lib.hold(workdir):
+        if jax.process_index() == 0:
+            workdir_lib.write_text(workdir / "config.json", cfg.to_json() + "\n")
+        log.info(
+            "Experiment %s: method %s, %d steps at global batch %d, work dir %s",
+            cfg.name,
+            cfg.method.name,
+            cfg.train.steps,
+            cfg.train.batch_size,
+            workdir,
+        )
+        return train_lib.train(
+            experiment.train_config(cfg),
+            experiment.build_method(cfg),
+            it,
+            experiment_config=cfg.to_dict(),
+            batch_transform=experiment.device_augmentation(cfg),
+        )
