@@ -4,10 +4,16 @@ Run as `python tests/multihost_worker.py PORT PROCESS_ID NUM_PROCESSES WORKDIR O
 XLA_FLAGS giving each process its own simulated CPU devices. Every process trains on its own half
 of each global batch through `jaxmm.train.train` (sharded global arrays, gloo collectives,
 checkpoints written by all processes) and saves its final parameters to OUT.npz.
+
+With a sixth argument K (preemption): the data repeat for a very long run, the LAST process sends
+itself SIGTERM while drawing its batch of step K, and every process is expected to stop at one
+agreed step with `Preempted`; each saves that step to OUT.npz and exits with
+`PREEMPTED_EXIT_CODE`.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import grain
@@ -48,21 +54,55 @@ def flat_params(params) -> dict[str, np.ndarray]:
     return {jax.tree_util.keystr(p): np.asarray(jax.device_get(x)) for p, x in leaves}
 
 
-def main(port: int, process_id: int, num_processes: int, workdir: str, out: str) -> None:
+class _SigtermAt(grain.transforms.MapWithIndex):
+    """Sends this process SIGTERM (a scheduler's preemption notice) while batch `at` is drawn."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def map_with_index(self, index, element):
+        if index == self.at:
+            signal.raise_signal(signal.SIGTERM)
+        return element
+
+
+def main(
+    port: int,
+    process_id: int,
+    num_processes: int,
+    workdir: str,
+    out: str,
+    preempt_at: int | None = None,
+) -> int:
+    import dataclasses
+
     from jaxmm import train as train_lib
 
     train_lib.maybe_initialize_distributed(f"localhost:{port}", num_processes, process_id)
     assert jax.process_count() == num_processes, jax.process_count()
     local = GLOBAL_BATCH // num_processes
     lo = process_id * local
+    config = make_config(workdir)
+    ds = global_batches()
+    if preempt_at is not None:
+        ds = toy_dataset(GLOBAL_BATCH * STEPS, seed=3).repeat().batch(GLOBAL_BATCH)
+        config = dataclasses.replace(config, steps=1_000_000, log_every=1_000, ckpt_every=1_000)
     # Each host reads only its own rows of every global batch, as a real input pipeline would.
-    ds = global_batches().map(lambda b: jax.tree.map(lambda x: x[lo : lo + local], b))
+    ds = ds.map(lambda b: jax.tree.map(lambda x: x[lo : lo + local], b))
+    if preempt_at is not None and process_id == num_processes - 1:
+        ds = ds.map_with_index(_SigtermAt(preempt_at - 1))  # batch index k-1 feeds step k
     it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
-    state = train_lib.train(make_config(workdir), make_method(), it)
+    try:
+        state = train_lib.train(config, make_method(), it)
+    except train_lib.Preempted as e:
+        np.savez(out, preempted_step=np.int64(e.step))
+        jax.distributed.shutdown()
+        return train_lib.PREEMPTED_EXIT_CODE
     np.savez(out, devices=np.int64(jax.device_count()), **flat_params(state.params))
     jax.distributed.shutdown()
+    return 0
 
 
 if __name__ == "__main__":
-    port_, pid_, n_, workdir_, out_ = sys.argv[1:]
-    main(int(port_), int(pid_), int(n_), workdir_, out_)
+    port_, pid_, n_, workdir_, out_, *rest = sys.argv[1:]
+    sys.exit(main(int(port_), int(pid_), int(n_), workdir_, out_, *map(int, rest)))

@@ -110,3 +110,30 @@ def test_print_config_is_the_json_of_the_overridden_config(capsys):
     )
     cfg = ex.ExperimentConfig.from_json(capsys.readouterr().out)
     assert cfg.optimizer.lr == 0.01 and cfg.method.name == "factorcl"
+
+
+def test_sigterm_exits_75_after_a_checkpoint(tmp_path, monkeypatch, capsys):
+    # The resumed run is checked bitwise in tests/test_faults.py (a real SIGTERM to a process).
+    import signal
+
+    workdir = str(tmp_path / "run")
+    argv = ["--config", "comm_trifeature", "--variant", "smoke", "--workdir", workdir]
+    argv += ["--data-dir", str(tmp_path / "data")]
+    shard, calls = train_lib.Trainer.shard, []
+
+    def shard_then_sigterm(self, batch):
+        calls.append(1)
+        if len(calls) == 3:  # the notice arrives while step 3's batch is prepared
+            signal.raise_signal(signal.SIGTERM)
+        return shard(self, batch)
+
+    monkeypatch.setattr(train_lib.Trainer, "shard", shard_then_sigterm)
+    sigterm_before = signal.getsignal(signal.SIGTERM)
+    assert launch_train.main(argv) == launch_train.EXIT_PREEMPTED == 75
+    assert signal.getsignal(signal.SIGTERM) is sigterm_before
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1 and "preempted (SIGTERM) at step 3; checkpoint saved in" in err[0]
+    with ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True) as ckpt:
+        assert ckpt.all_steps() == [2, 3]  # smoke: ckpt_every=2, and the preemption's step
+    assert [m["step"] for m in _metrics(workdir)] == [1, 2, 3]
+    assert not [n for n in os.listdir(workdir) if n.startswith("lock.")]  # released

@@ -12,7 +12,9 @@ import multihost_worker as worker
 import numpy as np
 import pytest
 
+from jaxmm import checkpoint as ckpt_lib
 from jaxmm import train as train_lib
+from jaxmm import workdir as workdir_lib
 
 TIMEOUT_S = 240
 
@@ -35,9 +37,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(_gloo_missing_reason() is not None, reason=str(_gloo_missing_reason()))
-def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
-    n_proc, devices_each = 2, 2
+def _run_workers(tmp_path, n_proc, devices_each, *extra):
+    """Starts the processes of one job; returns their outputs' paths, exit codes and logs."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices_each}"
     env["JAX_PLATFORMS"] = "cpu"
@@ -55,6 +56,7 @@ def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
                 str(n_proc),
                 str(tmp_path / "workdir"),
                 str(outs[i]),
+                *map(str, extra),
             ],
             env=env,
             stdout=subprocess.PIPE,
@@ -72,8 +74,15 @@ def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    for i, (p, log) in enumerate(zip(procs, logs, strict=True)):
-        assert p.returncode == 0, f"process {i} failed:\n{log[-4000:]}"
+    return outs, [p.returncode for p in procs], logs
+
+
+@pytest.mark.skipif(_gloo_missing_reason() is not None, reason=str(_gloo_missing_reason()))
+def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
+    n_proc, devices_each = 2, 2
+    outs, codes, logs = _run_workers(tmp_path, n_proc, devices_each)
+    for i, (code, log) in enumerate(zip(codes, logs, strict=True)):
+        assert code == 0, f"process {i} failed:\n{log[-4000:]}"
 
     # Reference: one process, one device, the whole global batch.
     mesh = train_lib.make_mesh(jax.devices()[:1])
@@ -96,3 +105,20 @@ def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
     # Both hosts wrote their data-iterator position into the shared checkpoint.
     data_dir = tmp_path / "workdir" / "checkpoints" / str(worker.STEPS) / "data"
     assert {f"process_{i}-of-{n_proc}.json" for i in range(n_proc)} <= set(os.listdir(data_dir))
+    assert workdir_lib.claims(tmp_path / "workdir") == []  # process 0's lock, released
+
+
+@pytest.mark.skipif(_gloo_missing_reason() is not None, reason=str(_gloo_missing_reason()))
+def test_sigterm_to_one_process_makes_both_checkpoint_the_same_step(tmp_path):
+    signal_at = 5
+    outs, codes, logs = _run_workers(tmp_path, 2, 1, signal_at)
+    for i, (code, log) in enumerate(zip(codes, logs, strict=True)):
+        assert code == train_lib.PREEMPTED_EXIT_CODE, f"process {i}:\n{log[-4000:]}"
+    steps = {int(np.load(out)["preempted_step"]) for out in outs}
+    (step,) = steps  # one agreed step for both
+    assert step >= signal_at
+    with ckpt_lib.Checkpointer(tmp_path / "workdir" / "checkpoints", read_only=True) as ckpt:
+        assert ckpt.latest_step() == step
+    data_dir = tmp_path / "workdir" / "checkpoints" / str(step) / "data"
+    assert {f"process_{i}-of-2.json" for i in range(2)} <= set(os.listdir(data_dir))
+    assert workdir_lib.claims(tmp_path / "workdir") == []
