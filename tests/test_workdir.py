@@ -235,3 +235,22 @@ def test_remote_workdir_files_lock_metrics_config():
         assert pc.checkpoint_dir("gs://bucket/runs/r1") == "gs://bucket/runs/r1/checkpoints"
         workdir_lib.write_bytes(run / "emb.npz", b"\x00\x01")
         assert fs.files()["gs://bucket/runs/r1/emb.npz"] == b"\x00\x01"
+
+
+def test_the_holder_refreshes_its_heartbeat(tmp_path):
+    import time
+
+    lock = workdir_lib.acquire(tmp_path, heartbeat_s=0.1)
+    try:
+        (claim,) = workdir_lib.claims(tmp_path)
+        first = claim.info["heartbeat"]
+        # ISO seconds: the rewritten claim differs once a second has turned.
+        deadline = time.monotonic() + 60
+        while workdir_lib.claims(tmp_path)[0].info["heartbeat"] == first:
+            assert time.monotonic() < deadline, "the heartbeat was never rewritten"
+            time.sleep(0.1)
+        (claim,) = workdir_lib.claims(tmp_path)  # rewritten whole: still one readable claim
+        assert claim.info["since"] == first and claim.info["pid"] == os.getpid()
+    finally:
+        lock.release()
+    assert workdir_lib.claims(tmp_path) == []
