@@ -432,19 +432,23 @@ def hold(workdir: str | os.PathLike, **kwargs: Any) -> Iterator[None]:
     if jax.process_index() == 0:
         try:
             lock = acquire(key, **kwargs)
-        except WorkdirBusy as e:
+        except Exception as e:  # busy, or the store refused: every process must hear of it
             error = e
     if jax.process_count() > 1:
         import numpy as np
         from jax.experimental import multihost_utils
 
-        ok = int(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
-        if not ok and error is None:
+        busy = isinstance(error, WorkdirBusy)
+        code = 0 if error is None else (1 if busy else 2)
+        code = int(multihost_utils.broadcast_one_to_all(np.int32(code)))
+        if code == 1 and error is None:
             live = [c.describe() for c in claims(key)]
             error = WorkdirBusy(
                 f"{key} is in use by another run (process 0 could not take its lock; "
                 f"claims: {'; '.join(live) or 'none left'})"
             )
+        elif code == 2 and error is None:
+            error = OSError(f"process 0 could not take the lock of {key} (its error says why)")
     if error is not None:
         raise error
     _HELD[key] = (lock, 1)

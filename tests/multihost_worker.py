@@ -8,7 +8,8 @@ checkpoints written by all processes) and saves its final parameters to OUT.npz.
 With a sixth argument K (preemption): the data repeat for a very long run, the LAST process sends
 itself SIGTERM while drawing its batch of step K, and every process is expected to stop at one
 agreed step with `Preempted`; each saves that step to OUT.npz and exits with
-`PREEMPTED_EXIT_CODE`.
+`PREEMPTED_EXIT_CODE`. A process refused by the work dir's lock prints `busy: <message>` and
+exits with 3.
 """
 
 from __future__ import annotations
@@ -55,13 +56,18 @@ def flat_params(params) -> dict[str, np.ndarray]:
 
 
 class _SigtermAt(grain.transforms.MapWithIndex):
-    """Sends this process SIGTERM (a scheduler's preemption notice) while batch `at` is drawn."""
+    """Sends this process SIGTERM (a scheduler's preemption notice) while batch `at` is drawn,
+    after noting the pids of the work dir's lock claims (the job holds one, process 0's)."""
 
-    def __init__(self, at: int):
-        self.at = at
+    def __init__(self, at: int, workdir: str):
+        self.at, self.workdir = at, workdir
+        self.claim_pids: list[int] = []
 
     def map_with_index(self, index, element):
         if index == self.at:
+            from jaxmm import workdir as workdir_lib
+
+            self.claim_pids = [c.info["pid"] for c in workdir_lib.claims(self.workdir)]
             signal.raise_signal(signal.SIGTERM)
         return element
 
@@ -89,15 +95,23 @@ def main(
         config = dataclasses.replace(config, steps=1_000_000, log_every=1_000, ckpt_every=1_000)
     # Each host reads only its own rows of every global batch, as a real input pipeline would.
     ds = ds.map(lambda b: jax.tree.map(lambda x: x[lo : lo + local], b))
-    if preempt_at is not None and process_id == num_processes - 1:
-        ds = ds.map_with_index(_SigtermAt(preempt_at - 1))  # batch index k-1 feeds step k
+    sigterm = _SigtermAt(preempt_at - 1, workdir) if preempt_at is not None else None
+    if sigterm is not None and process_id == num_processes - 1:
+        ds = ds.map_with_index(sigterm)  # batch index k-1 feeds step k
     it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
+    from jaxmm import workdir as workdir_lib
+
     try:
         state = train_lib.train(config, make_method(), it)
     except train_lib.Preempted as e:
-        np.savez(out, preempted_step=np.int64(e.step))
+        pids = np.asarray(sigterm.claim_pids, np.int64)
+        np.savez(out, preempted_step=np.int64(e.step), claim_pids=pids)
         jax.distributed.shutdown()
         return train_lib.PREEMPTED_EXIT_CODE
+    except workdir_lib.WorkdirBusy as e:
+        print(f"busy: {e}", flush=True)
+        jax.distributed.shutdown()
+        return 3
     np.savez(out, devices=np.int64(jax.device_count()), **flat_params(state.params))
     jax.distributed.shutdown()
     return 0

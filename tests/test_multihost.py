@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -37,8 +38,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_workers(tmp_path, n_proc, devices_each, *extra):
-    """Starts the processes of one job; returns their outputs' paths, exit codes and logs."""
+def _run_workers(tmp_path, n_proc, devices_each, *extra, pids=None):
+    """Starts the processes of one job; returns their outputs' paths, exit codes and logs
+    (and appends their pids to `pids`)."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices_each}"
     env["JAX_PLATFORMS"] = "cpu"
@@ -65,6 +67,8 @@ def _run_workers(tmp_path, n_proc, devices_each, *extra):
         )
         for i in range(n_proc)
     ]
+    if pids is not None:
+        pids += [p.pid for p in procs]
     logs = []
     try:
         for p in procs:
@@ -110,8 +114,8 @@ def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
 
 @pytest.mark.skipif(_gloo_missing_reason() is not None, reason=str(_gloo_missing_reason()))
 def test_sigterm_to_one_process_makes_both_checkpoint_the_same_step(tmp_path):
-    signal_at = 5
-    outs, codes, logs = _run_workers(tmp_path, 2, 1, signal_at)
+    signal_at, pids = 5, []
+    outs, codes, logs = _run_workers(tmp_path, 2, 1, signal_at, pids=pids)
     for i, (code, log) in enumerate(zip(codes, logs, strict=True)):
         assert code == train_lib.PREEMPTED_EXIT_CODE, f"process {i}:\n{log[-4000:]}"
     steps = {int(np.load(out)["preempted_step"]) for out in outs}
@@ -121,4 +125,28 @@ def test_sigterm_to_one_process_makes_both_checkpoint_the_same_step(tmp_path):
         assert ckpt.latest_step() == step
     data_dir = tmp_path / "workdir" / "checkpoints" / str(step) / "data"
     assert {f"process_{i}-of-2.json" for i in range(2)} <= set(os.listdir(data_dir))
+    # While it ran, the job held the work dir once, through process 0; released on the way out.
+    assert list(np.load(outs[1])["claim_pids"]) == [pids[0]]
     assert workdir_lib.claims(tmp_path / "workdir") == []
+
+
+@pytest.mark.skipif(_gloo_missing_reason() is not None, reason=str(_gloo_missing_reason()))
+def test_two_processes_on_a_live_work_dir_both_refuse_and_write_nothing(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=-1)
+    try:
+        run = tmp_path / "workdir"
+        run.mkdir()
+        claim = run / "lock.held.json"
+        info = {"host": "h", "pid": holder.pid, "since": "2026-12-07T23:00:00Z"}
+        info.update(heartbeat=info["since"], node=workdir_lib.node_id())
+        claim.write_text(json.dumps(info))
+        outs, codes, logs = _run_workers(tmp_path, 2, 1)
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    assert codes == [3, 3], logs
+    busy = [line for line in logs[0].splitlines() if line.startswith("busy: ")]
+    assert len(busy) == 1 and f"is in use by another run (host h, pid {holder.pid}" in busy[0]
+    assert any(line.startswith("busy: ") for line in logs[1].splitlines())
+    assert os.listdir(run) == ["lock.held.json"]  # no checkpoint, no metrics, the claim as it was
+    assert json.loads(claim.read_text()) == info
