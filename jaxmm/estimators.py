@@ -759,7 +759,8 @@ def tuple_infonce_loss(
       anchors: ``(B, D)`` fused embeddings of the anchor tuples.
       positives: ``(B, D)`` fused embeddings of the augmented tuples.
       negatives: optional ``(K, B, D)`` disturbed-tuple embeddings.
-      negative_log_weights: optional ``(K,)`` log multiplicities ``log alpha_k`` (traced allowed).
+      negative_log_weights: optional ``(K,)`` log multiplicities ``log alpha_k`` (traced allowed);
+        ``-inf`` (alpha_k = 0) removes block ``k``, and ``-inf`` everywhere is plain InfoNCE.
       temperature: ``T > 0`` (0.07 in the paper).
       normalize: L2-normalise all embeddings (the paper uses cosine similarity).
       axis_name: data axis inside ``jax.shard_map``; positives and every negative block are then
@@ -807,7 +808,12 @@ def tuple_infonce_loss(
         neg_all, _ = _gather(negatives, axis_name, axis=1)  # (K, B_global, D)
         neg_logits = jnp.einsum("id,kjd->ikj", anchors, neg_all) / temperature
         if negative_log_weights is not None:
-            neg_logits = neg_logits + negative_log_weights[None, :, None]
+            # log alpha_k = -inf (alpha_k = 0) removes block k exactly; `where` keeps its gradient
+            # (to the embeddings and to the weights) at zero instead of inf - inf.
+            w = negative_log_weights[None, :, None]
+            neg_logits = jnp.where(
+                jnp.isneginf(w), -jnp.inf, neg_logits + jnp.where(jnp.isneginf(w), 0.0, w)
+            )
         logits = jnp.concatenate([logits, neg_logits.reshape(b, -1)], axis=1)
     targets = offset + jnp.arange(b)
     return _global_mean(jnp.mean(_cross_entropy(logits, targets)), axis_name)

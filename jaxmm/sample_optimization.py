@@ -20,9 +20,17 @@ sign is irrelevant: the noise is symmetric). The code alternates alpha-search an
 rounds (``schedule="alternate"``); "alpha", "beta" and "joint" (both groups sampled at once, each
 updated by its own score function with the shared rewards) are options.
 
+Rewards: alpha rounds use `TupleInfoNCE.retrieval_reward` (cross-modal retrieval); beta rounds use
+the public code's own beta reward (`official_beta_reward`, ``beta_reward="official"``, default) or
+the retrieval reward (``"retrieval"``).
+
 Defaults: 5 candidates; log alpha: mu = 0 (alpha = 1), std 0.5, lr 0.25; beta: mu = the method's
-beta (`DEFAULT_BETA`, the code's sigma = 120 on 0-255 pixels in normalised units), std and lr =
-the code's 10 and 3.0 converted the same way (x `PIXEL_LEVEL`: about 0.17 and 0.052).
+beta (`DEFAULT_BETA`, the code's sigma = 120 in its units, sigma / 255 of a normalised input std:
+~0.47), std and lr = the code's 10 and 3.0 in the same units (x `PIXEL_LEVEL`: ~0.039 and
+~0.0118). Departures from the code: alpha is searched in log space (the code samples the ratio
+itself with std sqrt(0.5), truncates it to an integer in [1, 3] and doubles the block per unit:
+multiplicities {1, 2, 4}); candidates restart from the same optimizer state (the code's SGD
+momentum carries over from candidate to candidate).
 
 Inner training is single-device (the candidates, not the batch, are the parallel axis).
 """
@@ -57,11 +65,33 @@ class SearchConfig(MethodConfig):
     schedule: Literal["alternate", "alpha", "beta", "joint"] = "alternate"  # group per round
     reward_eps: float = 1e-8  # R~ = (R - mean) / (std + eps)
     shared_noise: bool = False  # True: every candidate uses the same rng (common random numbers)
+    # Reward of beta rounds: "official" = the public code's beta reward (`official_beta_reward`);
+    # "retrieval" = the alpha rounds' cross-modal retrieval reward.
+    beta_reward: Literal["official", "retrieval"] = "official"
+    # The official ladder of evaluation noise levels (sigma = 30, 60, ..., 240) and the width of
+    # its peak term (250), in beta units.
+    beta_levels: tuple[float, ...] = tuple(s * PIXEL_LEVEL for s in range(30, 255, 30))
+    beta_peak_scale: float = 250.0 * PIXEL_LEVEL
 
     def __post_init__(self):
         if self.num_candidates < 2:
             raise ValueError(f"SearchConfig.num_candidates must be >= 2, got {self.num_candidates}")
-        for name in ("log_alpha_std", "log_alpha_lr", "beta_std", "beta_lr", "reward_eps"):
+        if self.beta_reward not in ("official", "retrieval"):
+            raise ValueError(
+                f"SearchConfig.beta_reward must be 'official' or 'retrieval', got "
+                f"{self.beta_reward!r}"
+            )
+        object.__setattr__(self, "beta_levels", tuple(float(v) for v in self.beta_levels))
+        if not self.beta_levels or any(v < 0 for v in self.beta_levels):
+            raise ValueError(f"SearchConfig.beta_levels must be >= 0, got {self.beta_levels}")
+        for name in (
+            "log_alpha_std",
+            "log_alpha_lr",
+            "beta_std",
+            "beta_lr",
+            "reward_eps",
+            "beta_peak_scale",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"SearchConfig.{name} must be > 0, got {getattr(self, name)}")
 
@@ -171,6 +201,40 @@ def reinforce_update(
     return optax.apply_updates(mu, updates), opt_state
 
 
+def official_beta_reward(
+    method: TupleInfoNCE,
+    params: Any,
+    val_batch: Any,
+    beta: jax.Array,
+    rng: jax.Array,
+    levels: Any,
+    peak_scale: float,
+) -> tuple[jax.Array, jax.Array]:
+    """The public code's reward of a beta (positive-noise) candidate (`search_para.py`).
+
+    After training with noise strength beta, the noisy-modality-alone -> rest-of-tuple retrieval
+    accuracy a_l is measured at every level l of a ladder (`TupleInfoNCE.
+    noisy_retrieval_accuracy`); with ``peak`` the level of the highest a_l (first on ties),
+
+        R(beta) = 1 - ((|beta| - peak) / peak_scale)^2 + 1 - mean_l a_l
+
+    (the code: levels 30..240 step 30, peak_scale 250, accuracies in %; here in [0, 1], so the
+    second term is the same number). It prefers a beta near the level the model retrieves best
+    at, and models whose noisy retrieval is poor.
+
+    Returns:
+      ``(reward, accuracies (L,))``.
+    """
+    levels = jnp.asarray(levels, jnp.float32)
+    keys = jax.random.split(rng, levels.shape[0])
+    accs = jax.vmap(lambda lv, k: method.noisy_retrieval_accuracy(params, val_batch, lv, k))(
+        levels, keys
+    )
+    peak = levels[jnp.argmax(accs)]
+    reward = 1.0 - jnp.square((jnp.abs(beta) - peak) / peak_scale) + 1.0 - jnp.mean(accs)
+    return reward, accs
+
+
 # ------------------------------------------------------------------------------------------------
 # Candidates.
 
@@ -267,7 +331,16 @@ def sample_optimization_round(
     new_params, new_opt, losses = jax.vmap(train, in_axes=(None, None, 0, 0, None))(
         params, opt_state, cands, keys, batches
     )
-    rewards = jax.vmap(method.retrieval_reward, in_axes=(0, None))(new_params, val_batch)
+    if group == "beta" and cfg.beta_reward == "official":
+        # One evaluation-noise draw for every candidate (common random numbers).
+        r_eval = jax.random.fold_in(rng, 7)
+        rewards, _ = jax.vmap(
+            lambda p, b: official_beta_reward(
+                method, p, val_batch, b, r_eval, cfg.beta_levels, cfg.beta_peak_scale
+            )
+        )(new_params, cands.beta)
+    else:
+        rewards = jax.vmap(method.retrieval_reward, in_axes=(0, None))(new_params, val_batch)
     best = jnp.argmax(rewards)
     pick = lambda tree: jax.tree.map(lambda x: x[best], tree)
 

@@ -29,6 +29,7 @@ from jaxmm.sample_optimization import (
     SampleOptimizer,
     SearchConfig,
     normalize_rewards,
+    official_beta_reward,
     reinforce_update,
     score_function_gradient,
 )
@@ -61,7 +62,10 @@ def make_batch(b: int = B, dims=(4, 5), seed: int = 0) -> dict:
 
 @pytest.fixture(scope="module")
 def setup():
-    method = TupleInfoNCE(model_config(), TupleInfoNCEConfig(beta=0.3))
+    # Gradient through the positive: the key-branch tests below hold the positive as online.
+    method = TupleInfoNCE(
+        model_config(), TupleInfoNCEConfig(beta=0.3, stop_gradient_positive=False)
+    )
     batch = make_batch()
     params = jax.jit(method.init)(jax.random.key(0), batch)
     return method, params, batch
@@ -352,3 +356,143 @@ def test_sample_optimization_round_keeps_best_candidate(setup):
     # Round 2 is an alpha round again: same compiled function, no retrace.
     so.round(new_params, new_opt, new_search, batches, val, jax.random.key(9), 2)
     assert so._round._cache_size() == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Plain tuple InfoNCE (alpha = 0), the stop-gradient positive, the own-disturbed diagnostic.
+
+
+def test_alpha_zero_removes_blocks_and_plain_is_infonce(setup):
+    method, params, batch = setup
+    rng = jax.random.key(11)
+    za, zp, zn = jax.jit(method.tuple_embeddings)(params, batch, rng)
+    loss = jax.jit(
+        lambda w: estimators.tuple_infonce_loss(
+            za, zp, zn, negative_log_weights=w, temperature=TAU, normalize=False
+        )
+    )
+    one_off = jnp.asarray([-jnp.inf, jnp.log(2.0)])
+    np.testing.assert_allclose(loss(one_off), np_tuple_infonce(za, zp, zn, (0, 2), TAU), rtol=1e-5)
+    plain = jnp.full((2,), -jnp.inf)
+    np.testing.assert_allclose(loss(plain), np_tuple_infonce(za, zp, zn, (0, 0), TAU), rtol=1e-5)
+    # alpha = (0, 0) is InfoNCE over the positives only (an independent estimator).
+    np.testing.assert_allclose(
+        loss(plain),
+        estimators.infonce_from_scores_loss(jnp.asarray(za) @ jnp.asarray(zp).T / TAU),
+        rtol=1e-5,
+    )
+    # Finite gradients with alpha = 0 (no inf - inf): to the embeddings and to the weights.
+    g = jax.grad(
+        lambda a, w: estimators.tuple_infonce_loss(a, zp, zn, negative_log_weights=w), (0, 1)
+    )(za, one_off)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in g)
+    assert float(g[1][0]) == 0.0 and float(g[1][1]) > 0.0
+    # The config accepts alpha = 0 and the method's loss is then the plain one.
+    m0 = TupleInfoNCE(model_config(), TupleInfoNCEConfig(beta=0.3, alpha=(0.0, 0.0)))
+    assert np.all(np.isneginf(m0.default_log_alpha))
+    l0, metrics = jax.jit(m0.loss)(params, batch, rng)
+    np.testing.assert_allclose(l0, np_tuple_infonce(za, zp, zn, (0, 0), TAU), rtol=1e-5)
+    assert float(metrics["alpha_m0"]) == 0.0
+    with pytest.raises(ValueError, match="alpha must be finite and >= 0"):
+        TupleInfoNCEConfig(alpha=(-1.0, 1.0))
+
+
+def test_stop_gradient_positive_option(setup):
+    _, params, batch = setup
+    sg = TupleInfoNCE(model_config(), TupleInfoNCEConfig(beta=0.3, stop_gradient_positive=True))
+    full = TupleInfoNCE(model_config(), TupleInfoNCEConfig(beta=0.3, stop_gradient_positive=False))
+    assert TupleInfoNCEConfig().stop_gradient_positive  # the public code's key-model positive
+    rng = jax.random.key(12)
+    za, zp, zn = jax.jit(full.tuple_embeddings)(params, batch, rng)
+
+    def held(p):  # gradient only through the anchors: positives and negatives are constants
+        a, _, _ = full.tuple_embeddings(p, batch, rng)
+        return estimators.tuple_infonce_loss(
+            a, zp, zn, negative_log_weights=jnp.zeros(2), temperature=TAU
+        )
+
+    loss_fn = lambda m: jax.jit(jax.value_and_grad(lambda p: m.loss(p, batch, rng)[0]))
+    (l_sg, g_sg), (l_full, g_full) = loss_fn(sg)(params), loss_fn(full)(params)
+    g_held = jax.jit(jax.grad(held))(params)
+    np.testing.assert_allclose(l_sg, l_full, rtol=1e-6)  # same value, different gradient
+    for a, b in zip(jax.tree.leaves(g_sg), jax.tree.leaves(g_held), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    diff = max(
+        float(jnp.max(jnp.abs(a - b)))
+        for a, b in zip(jax.tree.leaves(g_sg), jax.tree.leaves(g_full), strict=True)
+    )
+    assert diff > 1e-4
+
+
+def test_own_disturbed_tuple_diagnostic(setup):
+    method, params, batch = setup
+    rng = jax.random.key(13)
+    _, metrics = jax.jit(method.loss)(params, batch, rng)
+    za, zp, zn = (
+        np.asarray(a, np.float64) for a in jax.jit(method.tuple_embeddings)(params, batch, rng)
+    )
+    for k, name in enumerate(NAMES):
+        own = [za[i] @ zn[k, i] for i in range(B)]
+        pos = [za[i] @ zp[i] for i in range(B)]
+        np.testing.assert_allclose(metrics[f"own_neg_logit_{name}"], np.mean(own) / TAU, rtol=1e-5)
+        beats = np.mean([o >= p for o, p in zip(own, pos, strict=True)])
+        np.testing.assert_allclose(metrics[f"own_neg_beats_pos_{name}"], beats)
+
+
+# ------------------------------------------------------------------------------------------------
+# The official beta reward.
+
+
+def test_noisy_retrieval_and_official_beta_reward():
+    cfg = TupleInfoNCEConfig(noise_scales=(1.0, 0.0))
+    method = TupleInfoNCE(model_config(dims=(4, 4)), cfg)
+    rng = np.random.default_rng(2)
+    v = rng.normal(size=(16, 4)).astype(np.float32)
+    w = (v @ rng.normal(size=(4, 4)) + 0.3 * rng.normal(size=(16, 4))).astype(np.float32)
+    val = {"view1": {"x": {"m0": jnp.asarray(v), "m1": jnp.asarray(w)}, "valid": {}}}
+    params = jax.jit(method.init)(jax.random.key(0), val)
+    model = lambda p, x, mask: method.module(p).model(x, None, jnp.asarray(mask))
+    # Without noise: z(m0 alone) retrieves z(m1 alone) (only m0 is augmented), as a NumPy loop.
+    q = model(params, val["view1"]["x"], [True, False])
+    k = model(params, val["view1"]["x"], [False, True])
+    acc0 = jax.jit(method.noisy_retrieval_accuracy)(params, val, 0.0, jax.random.key(1))
+    np.testing.assert_allclose(acc0, np_retrieval(q[None], k[None]), atol=1e-6)
+    # With noise: the same loop on inputs noised by hand with the method's draw for m0.
+    std = 0.7
+    eps = jax.random.normal(jax.random.split(jax.random.key(1), 2)[0], v.shape)
+    qn = model(params, {"m0": v + std * eps, "m1": w}, [True, False])
+    acc = jax.jit(method.noisy_retrieval_accuracy)(params, val, std, jax.random.key(1))
+    np.testing.assert_allclose(acc, np_retrieval(qn[None], k[None]), atol=1e-6)
+    # The reward: 1 - ((beta - peak) / scale)^2 + 1 - mean accuracy, peak = best level.
+    levels = (0.1, 0.5, 1.0)
+    reward, accs = jax.jit(
+        lambda p, b: official_beta_reward(method, p, val, b, jax.random.key(5), levels, 0.98)
+    )(params, 0.3)
+    keys = jax.random.split(jax.random.key(5), 3)
+    expect_accs = [
+        float(method.noisy_retrieval_accuracy(params, val, lv, kk))
+        for lv, kk in zip(levels, keys, strict=True)
+    ]
+    np.testing.assert_allclose(accs, expect_accs, atol=1e-6)
+    peak = levels[int(np.argmax(expect_accs))]
+    np.testing.assert_allclose(
+        reward, 2.0 - ((0.3 - peak) / 0.98) ** 2 - np.mean(expect_accs), rtol=1e-5
+    )
+
+
+def test_beta_round_uses_the_official_reward(setup):
+    method, params, batch = setup
+    cfg = SearchConfig(num_candidates=2, beta_levels=(0.1, 0.2))
+    so = SampleOptimizer(method, optax.adam(1e-2), cfg)
+    opt_state, search = so.init(params)
+    batches = jax.tree.map(lambda a: a[None], batch)
+    val = make_batch(b=16, seed=9)
+    new_params, _, _, info = so.round(params, opt_state, search, batches, val, jax.random.key(3), 1)
+    assert np.all(np.asarray(info["log_alpha"]) == 0.0)  # round 1 searches beta only
+    r_eval = jax.random.fold_in(jax.random.key(3), 7)
+    best = int(info["best"])
+    expect, _ = official_beta_reward(
+        method, new_params, val, info["beta"][best], r_eval, cfg.beta_levels, cfg.beta_peak_scale
+    )
+    np.testing.assert_allclose(info["rewards"][best], expect, rtol=1e-5)
+    assert float(np.max(info["rewards"])) > 1.0  # the peak term is near 1, retrieval is < 1

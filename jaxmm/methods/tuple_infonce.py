@@ -18,10 +18,23 @@ as the public code implements it:
   pi_k(j), pi_k a random permutation of the local batch (a derangement by default: a fixed point
   would put a copy of the positive among the negatives), the other modalities kept;
 * alpha_k is a multiplicity of block k among the negatives, i.e. ``+ log alpha_k`` on its logits
-  (`jaxmm.estimators.tuple_infonce_loss`); alpha_0 = 1 (only the ratios matter);
-* the disturbed tuples are encoded by ``stop_gradient`` of the online model. The public code meant
-  a momentum key encoder, but a loop variable overwrites its momentum coefficient and the key
-  encoder diverges (method notes); a stop-gradient copy is the working reading of it.
+  (`jaxmm.estimators.tuple_infonce_loss`); alpha_0 = 1 (only the ratios matter); alpha_k = 0
+  removes block k, and alpha = 0 everywhere is plain tuple InfoNCE (no disturbed negatives);
+* the disturbed tuples, and by default the positive (``stop_gradient_positive``, as the public
+  code's key model), are encoded by ``stop_gradient`` of the online model: only the anchor
+  carries gradient. The public code meant a momentum key encoder, but its key update is a copy
+  (m = 0) until a loop variable overwrites the coefficient and the key encoder diverges (method
+  notes); a stop-gradient copy is the working reading of it;
+* the anchor's own k-disturbed tuple (scene i with only modality k swapped) is among its
+  negatives, as in the code; the metrics ``own_neg_logit_<k>`` / ``own_neg_beats_pos_<k>`` report
+  it separately (the hardest negative, the one that shows whether modality k is used).
+
+Departures from the public code (docs/results_tuple_infonce.md): the disturbed tuples are built
+from the noisy positive (the code: from the clean anchor inputs) with a derangement (the code:
+`randperm`, fixed points possible); the positive noise is i.i.d. per element on the modalities
+``noise_scales`` selects (the code: one (H, W) map per epoch shared over the batch and the
+channels, RGB only); only the tuple loss is trained (the code mixes in two modality-dropout
+modes, noisy-RGB-only vs (0, depth, new) and noisy vs clean RGB).
 
 Encoders are per-example maps (no batch statistics), so disturbing modality k of the *inputs*
 and disturbing the positive pass's *tokens* of modality k give the same key embeddings; the
@@ -55,11 +68,14 @@ from jaxmm.methods.common import (
 )
 from jaxmm.models import ModelConfig, Tokens
 
-# One 0-255 pixel level in ImageNet-normalised units (mean channel std 0.226 of the [0, 1] range).
-PIXEL_LEVEL = 1.0 / (255.0 * 0.226)
-# The public code's noise strength sigma = 120 on 0-255 pixels, in our normalised-input units
-# (about 2.08 input standard deviations). Tabular / time-series modalities that are standardised
-# to unit variance read beta in the same unit; use `noise_scales` to weaken it per modality.
+# The official unit of beta: the public code (`search_para.py`, `train_one_epoch`) adds
+# ``randn * sigma / 255`` to image tensors that are *already normalised* (mean/std), so one unit of
+# its sigma is 1/255 of a normalised-input standard deviation, not one 0-255 pixel level
+# (which would be 1 / (255 * 0.226) ~ 4.4x more).
+PIXEL_LEVEL = 1.0 / 255.0
+# The public code's starting noise strength sigma = 120, in those units (~0.47 input stds).
+# Tabular / time-series modalities standardised to unit variance read beta in the same unit; use
+# `noise_scales` to weaken it per modality (the code adds it to RGB only).
 DEFAULT_BETA = 120.0 * PIXEL_LEVEL
 
 
@@ -80,20 +96,27 @@ class TupleInfoNCEConfig(MethodConfig):
     """TupleInfoNCE's loss and its default (non-searched) hyper-parameters."""
 
     temperature: float = 0.07  # tau of f(a, b) = exp(cos / tau) (paper and code: 0.07)
-    alpha: tuple[float, ...] | None = None  # alpha_k per modality, model order; None = all 1
+    # alpha_k per modality, model order; None = all 1; 0 removes block k (alpha = 0 everywhere
+    # is plain tuple InfoNCE: only the other scenes' positives as negatives)
+    alpha: tuple[float, ...] | None = None
     beta: float = DEFAULT_BETA  # positive noise std (code: sigma = 120 on 0-255 pixels)
     noise_scales: tuple[float, ...] | None = None  # per-modality multiplier of beta; None = all 1
     positive_view: Literal["view1", "view2"] = "view1"  # tuple the positive noise is added to
     disturb: Literal["derangement", "permutation"] = "derangement"  # law of pi_k
     use_head: bool = False  # contrast head(z) instead of z (the public code has no head)
     embed_view: str = "view1"  # batch view read by `embed` / `retrieval_reward`
+    # The public code encodes the positive with its key model, without gradient (default: on the
+    # E1 demo it keeps the strong and shared probes ~3-4 points higher and quadruples the weak
+    # modality's swap sensitivity, docs/results_tuple_infonce.md); False takes the gradient
+    # through the positive too (a symmetric InfoNCE gradient). See `tuple_embeddings`.
+    stop_gradient_positive: bool = True
 
     def __post_init__(self):
         check_temperature("TupleInfoNCEConfig", self.temperature)
         if self.alpha is not None:
             a = tuple(float(v) for v in self.alpha)
-            if any(not math.isfinite(v) or v <= 0 for v in a):
-                raise ValueError(f"TupleInfoNCEConfig.alpha must be finite and > 0, got {a}")
+            if any(not math.isfinite(v) or v < 0 for v in a):
+                raise ValueError(f"TupleInfoNCEConfig.alpha must be finite and >= 0, got {a}")
             object.__setattr__(self, "alpha", a)
         if not math.isfinite(self.beta) or self.beta < 0:
             raise ValueError(f"TupleInfoNCEConfig.beta must be finite and >= 0, got {self.beta}")
@@ -242,7 +265,10 @@ class TupleInfoNCE(NNXMethod):
                     f"{list(self.modality_names)}), got {len(value)}"
                 )
         alpha = np.ones(k) if config.alpha is None else np.asarray(config.alpha)
-        self.default_log_alpha = np.log(alpha).astype(np.float32)
+        # alpha_k = 0 -> log alpha_k = -inf: block k gets no weight (`tuple_infonce_loss`).
+        self.default_log_alpha = np.where(
+            alpha > 0, np.log(np.maximum(alpha, 1e-300)), -np.inf
+        ).astype(np.float32)
         self.noise_scales = (
             np.ones(k) if config.noise_scales is None else np.asarray(config.noise_scales)
         ).astype(np.float32)
@@ -345,7 +371,13 @@ class TupleInfoNCE(NNXMethod):
         if self.config.use_head:
             z, z_neg = model.head(z), key_model.head(z_neg)
         z, z_neg = estimators.l2_normalize(z), estimators.l2_normalize(z_neg)
-        return z[:b], z[b:], z_neg.reshape(k, b, -1)
+        z_pos = z[b:]
+        if self.config.stop_gradient_positive:
+            # The key model is a stop-gradient copy of the online one (same parameters), so the
+            # stopped online output is the key model's positive (its dropout draw is the online
+            # pass's; the public code draws the key model's own).
+            z_pos = jax.lax.stop_gradient(z_pos)
+        return z[:b], z_pos, z_neg.reshape(k, b, -1)
 
     # -- the contract ----------------------------------------------------------------------------
 
@@ -381,9 +413,16 @@ class TupleInfoNCE(NNXMethod):
             "neg_logit_scenes": jnp.sum(jnp.where(off, sims, 0.0)) / (tau * max(b * (b - 1), 1)),
             "beta": jnp.abs(h.beta),
         }
-        neg = jnp.mean(jnp.einsum("id,kjd->kij", za, zn), axis=(1, 2)) / tau
+        neg_sims = jnp.einsum("id,kjd->kij", za, zn)
+        neg = jnp.mean(neg_sims, axis=(1, 2)) / tau
+        # The anchor's own k-disturbed tuple (scene i with only modality k swapped): the hardest
+        # negative and the informative one. Its logit, and how often it beats the positive.
+        own = jnp.diagonal(neg_sims, axis1=1, axis2=2)  # (K, B)
+        own_beats = jnp.mean((own >= jnp.diagonal(sims)[None]).astype(jnp.float32), axis=1)
         for m, name in enumerate(self.modality_names):
             metrics[f"neg_logit_{name}"] = neg[m]
+            metrics[f"own_neg_logit_{name}"] = jnp.mean(own[m]) / tau
+            metrics[f"own_neg_beats_pos_{name}"] = own_beats[m]
             metrics[f"alpha_{name}"] = jnp.exp(h.log_alpha[m])
         return loss, metrics
 
@@ -409,6 +448,47 @@ class TupleInfoNCE(NNXMethod):
         z = model.fuse(tiled, jnp.repeat(jnp.asarray(masks), n, axis=0), deterministic=True)
         z = z.reshape(2 * k, n, -1)
         return z[:k], z[k:]
+
+    def noisy_retrieval_accuracy(
+        self, params: Params, val_batch: Batch, noise_std: jax.Array, rng: jax.Array
+    ) -> jax.Array:
+        """Retrieval of the rest of the tuple from one *noisy* augmented modality alone.
+
+        The public code's beta-round evaluation (`search_para.py`, `validate(sigma, ...)`): RGB
+        plus noise of strength sigma, the other modalities zeroed, must retrieve (0, depth, new)
+        of its own scene among the batch. Here, for every modality k the positive noise reaches
+        (``noise_scales[k] > 0``), z(v^k + noise_std * noise_scales[k] * eps alone) must retrieve
+        z(v̄^k, clean) by cosine (a masked modality is removed from the fusion); the accuracy is
+        averaged over those k. Noise i.i.d. per element (the code: one map shared over the batch
+        and the channels).
+
+        Returns:
+          Scalar in [0, 1].
+        """
+        x, valid = self._view(val_batch, self.config.embed_view)
+        model = self.module(params).model
+        k = len(self.modality_names)
+        keys = jax.random.split(rng, k)
+        noisy = {}
+        for m, name in enumerate(self.modality_names):
+            v = x[name]
+            if jnp.issubdtype(v.dtype, jnp.floating) and self.noise_scales[m] > 0:
+                std = (jnp.abs(noise_std) * self.noise_scales[m]).astype(v.dtype)
+                v = v + std * jax.random.normal(keys[m], v.shape, v.dtype)
+            noisy[name] = v
+        clean_tok = model.encode(x, valid, deterministic=True)
+        noisy_tok = model.encode(noisy, valid, deterministic=True)
+        n = clean_tok.tokens[0].shape[0]
+        eye = np.eye(k, dtype=bool)
+        aug = [m for m in range(k) if self.noise_scales[m] > 0] or list(range(k))
+        q = [
+            model.fuse(noisy_tok, jnp.broadcast_to(eye[m], (n, k)), deterministic=True) for m in aug
+        ]
+        kk = [
+            model.fuse(clean_tok, jnp.broadcast_to(~eye[m], (n, k)), deterministic=True)
+            for m in aug
+        ]
+        return retrieval_accuracy(jnp.stack(q), jnp.stack(kk))
 
     def retrieval_reward(self, params: Params, val_batch: Batch) -> jax.Array:
         """Unsupervised reward of the sample optimisation: cross-modal retrieval accuracy.

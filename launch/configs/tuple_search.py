@@ -9,8 +9,9 @@ loop's rounds and reward batch). On the command line the search fields are ``sea
 Search (method notes, public code): alternate alpha- and beta-rounds; 5 candidates per round, each
 trained from the same state on the same batches; alpha starts at 1 per modality, searched as
 log alpha with std 0.5 and Adam lr 0.25; beta (the positive's Gaussian-noise std) starts at the
-code's sigma = 120 on 0-255 pixels with search std 10 and lr 3.0, converted to normalised input
-units (`PIXEL_LEVEL`, as `jaxmm.sample_optimization` documents). The code trains each candidate
+code's sigma = 120 with search std 10 and lr 3.0, in the code's units: sigma / 255 added to the
+already-normalised images (`PIXEL_LEVEL` = 1/255, so beta starts at ~0.47 input stds, as
+`jaxmm.sample_optimization` documents). The code trains each candidate
 "a few epochs"; here each round trains about one epoch (`steps_per_candidate`), so the kept
 weights see `rounds` epochs in all.
 
@@ -97,7 +98,7 @@ def get_search_config(
         noise = {"beta_std": beta * 10.0 / 120.0, "beta_lr": beta * 3.0 / 120.0}
         steps = math.ceil(_MOSI_TRAIN / _BATCH)
     else:
-        noise = {}  # SearchConfig's defaults are the code's pixel values in normalised units
+        noise = {}  # SearchConfig's defaults: the code's sigma values, sigma / 255 input stds
         steps = math.ceil(trifeature.NUM_TRAIN_PAIRS / _BATCH)
     if variant == common.SMOKE:
         return TupleSearchConfig(
