@@ -13,9 +13,11 @@ Method mapping. FactorCL's "SimCLR" baseline learns I(X1; X2) by contrasting the
 (Table 2, first row: only the (X1; X2) column is ticked): that is NT-Xent between modality
 embeddings, our `cmc` method with two modalities (`simclr` in jaxmm contrasts two augmented views
 of the fused input instead). Its registry name is therefore `cmc_synthetic`; `method="simclr"`
-(the paper's name, used by `launch.repro_factorcl_synthetic`) is accepted as an alias.
-FactorCL's SupCon contrasts the unimodal embeddings with labels; our `supcon` contrasts the two
-views' fused embeddings with labels (CoMM App. B.4).
+(the paper's name) is accepted as an alias. FactorCL's SupCon contrasts the unimodal embeddings
+with labels; our `supcon` contrasts the two views' fused embeddings with labels (CoMM App. B.4).
+The official code's exact baselines (`SupConLoss` at tau 0.07 on unnormalised projections of the
+two modalities, with and without labels) are the method `modal_supcon`, which
+`launch.repro_factorcl_synthetic` uses.
 
 Reported results (FactorCL Table 1: MI in bits between each learned representation and the ground
 truth latents, estimated by probing):
