@@ -4,6 +4,7 @@ Files are generated here, tiny: tabular (N, d), sequence (N, T, d) with a step m
 (N, H, W, C). Runs use the smoke configs (width 8, 4 steps).
 """
 
+import io
 import json
 import os
 
@@ -193,6 +194,14 @@ def test_tabular_cli_train_probe_embed(tmp_path, capsys):
         np.testing.assert_allclose(e["test_target"], arrays["target"][e["test_index"]])
         assert np.isfinite(e["train_embedding"]).all()
     assert launch_embed.main(["--workdir", str(tmp_path / "nothing"), "--out", emb_path]) == 2
+    # Outputs on object storage: the same .npz and report through epath, on a gs:// stand-in.
+    from fake_gcs import fake_gcs
+
+    with fake_gcs() as fs:
+        assert launch_embed.main(["--workdir", workdir, "--out", "gs://b/out/emb.npz"]) == 0
+        with np.load(io.BytesIO(fs.files()["gs://b/out/emb.npz"])) as e, np.load(emb_path) as want:
+            for k in want.files:
+                np.testing.assert_array_equal(e[k], want[k])
 
 
 def test_python_fit_in_memory_sequence_and_image_then_launch_probe(tmp_path):

@@ -502,3 +502,25 @@ def test_a_failing_checkpoint_write_stops_in_one_line_and_keeps_the_previous(tmp
         assert ckpt.all_steps() == [2]
         state = ckpt.restore(trainer.abstract_state())
     assert int(state.step) == 2
+
+
+def test_sigterm_during_the_restore_exits_preempted_at_the_restored_step(tmp_path, monkeypatch):
+    import signal
+
+    cfg = _config(tmp_path / "run", steps=2, ckpt_every=2, log_every=1)
+    train_lib.train(cfg, _method(), _pipeline(), mesh=_mesh())
+    restore = ckpt_lib.Checkpointer.restore_newest_intact
+
+    def restore_under_notice(self, *args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)  # the notice arrives while the run is restoring
+        return restore(self, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt_lib.Checkpointer, "restore_newest_intact", restore_under_notice)
+    sigterm_before = signal.getsignal(signal.SIGTERM)
+    longer = TrainConfig(**{**cfg.__dict__, "steps": 6})
+    with pytest.raises(train_lib.Preempted, match="at step 2; checkpoint saved in") as e:
+        train_lib.train(longer, _method(), _pipeline(), mesh=_mesh())
+    assert e.value.step == 2 and signal.getsignal(signal.SIGTERM) is sigterm_before
+    with ckpt_lib.Checkpointer(tmp_path / "run" / "checkpoints", read_only=True) as ckpt:
+        assert ckpt.all_steps() == [2]  # no step taken, nothing new to save
+    assert [r["step"] for r in _rows(tmp_path / "run")] == [1, 2]
