@@ -32,6 +32,15 @@ def _parser() -> argparse.ArgumentParser:
         "--beta-reward", choices=("official", "retrieval"), default=None, help="beta rounds' reward"
     )
     p.add_argument("--no-balanced", action="store_true", help="skip the balanced control")
+    p.add_argument("--no-search", action="store_true", help="skip the sample optimisation")
+    p.add_argument("--weak-noise", type=float, default=None, help="weak modality's noise std")
+    p.add_argument(
+        "--weak-unshared", action="store_true", help="variant: the weak modality without z_s"
+    )
+    p.add_argument("--width", type=int, default=None, help="encoder / fused embedding width")
+    p.add_argument(
+        "--noise-law", choices=("iid", "shared"), default=None, help="positive noise law"
+    )
     p.add_argument("--no-plot", action="store_true", help="skip the figure")
     return p
 
@@ -44,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         ("seeds", args.seeds),
         ("steps", args.steps),
         ("beta_reward", args.beta_reward),
+        ("weak_noise", args.weak_noise),
+        ("width", args.width),
+        ("noise_law", args.noise_law),
     ):
         if value is not None:
             kw[field] = value
@@ -51,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         kw["stop_gradient_positive"] = False
     if args.no_balanced:
         kw["balanced"] = False
+    if args.no_search:
+        kw["search"] = False
+    if args.weak_unshared:
+        kw["weak_shared"] = False
     try:
         cfg = lib.DemoConfig(**kw)
     except (ValueError, TypeError) as e:

@@ -54,7 +54,11 @@ def test_smoke_search_logs_checkpoints_and_resumes(tmp_path, caplog, capsys):
     assert [r["step"] for r in recs] == [2, 4]  # 2 encoder steps per round are kept
     for rec in recs:
         rewards = [c["reward"] for c in rec["candidates"]]
-        assert len(rewards) == 2 and all(0.0 <= x <= 1.0 for x in rewards)
+        # alpha rounds: retrieval accuracy in [0, 1]; beta rounds: the public code's beta reward,
+        # 1 - ((beta - peak) / scale)^2 + 1 - mean noisy retrieval, at most 2.
+        top = 1.0 if rec["group"] == "alpha" else 2.0
+        assert len(rewards) == 2 and all(x <= top for x in rewards)
+        assert rec["group"] == "beta" or all(x >= 0.0 for x in rewards)
         assert rec["best_reward"] == max(rewards) == rewards[rec["best"]]
     # Round 0 searches alpha only: beta at its initial value, distinct alphas, then one Adam step.
     c0 = recs[0]["candidates"]

@@ -496,3 +496,16 @@ def test_beta_round_uses_the_official_reward(setup):
     )
     np.testing.assert_allclose(info["rewards"][best], expect, rtol=1e-5)
     assert float(np.max(info["rewards"])) > 1.0  # the peak term is near 1, retrieval is < 1
+
+
+def test_shared_noise_law_is_one_map_over_the_batch(setup):
+    _, _, batch = setup
+    shared = TupleInfoNCE(model_config(), TupleInfoNCEConfig(beta=0.3, noise_law="shared"))
+    x_pos, _, _ = jax.jit(shared.key_inputs)(batch, jax.random.key(2))
+    for name in NAMES:
+        noise = np.asarray(x_pos[name] - batch["view1"]["x"][name])
+        np.testing.assert_allclose(noise, np.broadcast_to(noise[:1], noise.shape), atol=1e-6)
+        assert np.std(noise[0]) > 0.05  # one nonzero map, the same for every row
+    assert shared._noise_shape((8, 16, 16, 3)) == (1, 16, 16, 1)  # NHWC: shared over channels
+    with pytest.raises(ValueError, match="noise_law"):
+        TupleInfoNCEConfig(noise_law="epoch")

@@ -32,9 +32,10 @@ as the public code implements it:
 Departures from the public code (docs/results_tuple_infonce.md): the disturbed tuples are built
 from the noisy positive (the code: from the clean anchor inputs) with a derangement (the code:
 `randperm`, fixed points possible); the positive noise is i.i.d. per element on the modalities
-``noise_scales`` selects (the code: one (H, W) map per epoch shared over the batch and the
-channels, RGB only); only the tuple loss is trained (the code mixes in two modality-dropout
-modes, noisy-RGB-only vs (0, depth, new) and noisy vs clean RGB).
+``noise_scales`` selects by default (the code: one (H, W) map per epoch shared over the batch and
+the channels, RGB only; ``noise_law="shared"`` draws such a map once per step); only the tuple
+loss is trained (the code mixes in two modality-dropout modes, noisy-RGB-only vs (0, depth, new)
+and noisy vs clean RGB).
 
 Encoders are per-example maps (no batch statistics), so disturbing modality k of the *inputs*
 and disturbing the positive pass's *tokens* of modality k give the same key embeddings; the
@@ -110,9 +111,17 @@ class TupleInfoNCEConfig(MethodConfig):
     # modality's swap sensitivity, docs/results_tuple_infonce.md); False takes the gradient
     # through the positive too (a symmetric InfoNCE gradient). See `tuple_embeddings`.
     stop_gradient_positive: bool = True
+    # Law of the positive noise: "iid" (per element) or "shared" (the public code's: one noise map
+    # shared over the batch, and over the channels of NHWC images; the code draws it once per
+    # epoch, here once per step).
+    noise_law: Literal["iid", "shared"] = "iid"
 
     def __post_init__(self):
         check_temperature("TupleInfoNCEConfig", self.temperature)
+        if self.noise_law not in ("iid", "shared"):
+            raise ValueError(
+                f"TupleInfoNCEConfig.noise_law must be 'iid' or 'shared', got {self.noise_law!r}"
+            )
         if self.alpha is not None:
             a = tuple(float(v) for v in self.alpha)
             if any(not math.isfinite(v) or v < 0 for v in a):
@@ -305,6 +314,14 @@ class TupleInfoNCE(NNXMethod):
         """(noise, permutations, online dropout, key dropout) streams, shared by entry points."""
         return tuple(jax.random.split(rng, 4))
 
+    def _noise_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of one positive-noise draw (broadcast to `shape`) under ``config.noise_law``."""
+        if self.config.noise_law == "iid":
+            return shape
+        if len(shape) == 4:  # NHWC image: one (H, W) map for every example and channel
+            return (1, shape[1], shape[2], 1)
+        return (1,) + tuple(shape[1:])
+
     def key_inputs(
         self, batch: Batch, rng: jax.Array, hparams: TupleHParams | None = None
     ) -> tuple[dict[str, jax.Array], dict[str, jax.Array], jax.Array]:
@@ -324,7 +341,7 @@ class TupleInfoNCE(NNXMethod):
             v = x[name]
             if jnp.issubdtype(v.dtype, jnp.floating):
                 std = (h.beta * self.noise_scales[m]).astype(v.dtype)
-                v = v + std * jax.random.normal(noise_keys[m], v.shape, v.dtype)
+                v = v + std * jax.random.normal(noise_keys[m], self._noise_shape(v.shape), v.dtype)
             # Integer token ids have no additive noise; their augmentation belongs to the pipeline.
             x_pos[name] = v
         b = next(iter(x.values())).shape[0]
