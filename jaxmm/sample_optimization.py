@@ -317,7 +317,8 @@ def sample_optimization_round(
 
     Returns:
       ``(best params, best opt_state, new search state, info)``; info holds the candidates'
-      ``log_alpha`` (n, K), ``beta`` (n,), ``rewards`` (n,), ``losses`` (n, S) and ``best``.
+      ``log_alpha`` (n, K), ``beta`` (n,), ``rewards`` (n,) (the round's reward), ``retrieval``
+      (n,) (the retrieval reward, every round), ``losses`` (n, S) and ``best``.
 
     Example:
       >>> round_fn = jax.jit(functools.partial(sample_optimization_round, method, tx, cfg),
@@ -331,6 +332,7 @@ def sample_optimization_round(
     new_params, new_opt, losses = jax.vmap(train, in_axes=(None, None, 0, 0, None))(
         params, opt_state, cands, keys, batches
     )
+    retrieval = jax.vmap(method.retrieval_reward, in_axes=(0, None))(new_params, val_batch)
     if group == "beta" and cfg.beta_reward == "official":
         # One evaluation-noise draw for every candidate (common random numbers).
         r_eval = jax.random.fold_in(rng, 7)
@@ -340,7 +342,7 @@ def sample_optimization_round(
             )
         )(new_params, cands.beta)
     else:
-        rewards = jax.vmap(method.retrieval_reward, in_axes=(0, None))(new_params, val_batch)
+        rewards = retrieval
     best = jnp.argmax(rewards)
     pick = lambda tree: jax.tree.map(lambda x: x[best], tree)
 
@@ -371,6 +373,7 @@ def sample_optimization_round(
         "log_alpha": cands.log_alpha,
         "beta": cands.beta,
         "rewards": rewards,
+        "retrieval": retrieval,
         "losses": losses,
         "best": best,
     }

@@ -95,7 +95,8 @@ def test_smoke_search_logs_checkpoints_and_resumes(tmp_path, caplog, capsys):
     val = launch_search.reward_batch(cfg, search)
     assert jax.tree.leaves(val)[0].shape[0] == search.reward_batch_size
     reward = float(jax.jit(run.method.retrieval_reward)(run.params, val))
-    assert reward == pytest.approx(recs[-1]["best_reward"], abs=1e-6)
+    assert reward == pytest.approx(recs[-1]["best_retrieval"], abs=1e-6)
+    assert recs[0]["best_retrieval"] == recs[0]["best_reward"]  # alpha rounds: the same reward
 
     # Second invocation with one more round: resumes at round 2, rounds 0 and 1 are not redone.
     caplog.set_level("INFO")
@@ -108,7 +109,7 @@ def test_smoke_search_logs_checkpoints_and_resumes(tmp_path, caplog, capsys):
     recs = _log(workdir)
     assert [r["round"] for r in recs] == [0, 1, 2] and recs[2]["group"] == "alpha"
     assert recs[2]["step"] == 6
-    assert recs[2]["start_reward"] == pytest.approx(recs[1]["best_reward"], abs=1e-6)
+    assert recs[2]["start_reward"] == pytest.approx(recs[1]["best_retrieval"], abs=1e-6)
     assert recs[2]["best_reward"] == max(c["reward"] for c in recs[2]["candidates"])
     # Round 2 samples alpha around the restored mean.
     assert all(

@@ -237,6 +237,9 @@ def round_record(
         "rewards": rewards.tolist(),
         "best": best,
         "best_reward": float(rewards[best]),
+        # The kept candidate's retrieval reward (= best_reward in alpha rounds; beta rounds may
+        # be rewarded by the public code's beta reward): the next round's start_reward.
+        "best_retrieval": float(np.asarray(info.get("retrieval", rewards))[best]),
         "mean_reward": float(rewards.mean()),
         "start_reward": start_reward,
         "mu": _hparams_dict(names, np.asarray(mu.log_alpha), mu.beta),
