@@ -102,6 +102,12 @@ def _parser() -> argparse.ArgumentParser:
         "(~9 s per FactorCL step on 2 CPUs; default in-64-1 at a 10x critic lr)",
     )
     p.add_argument(
+        "--torch-init",
+        action="store_true",
+        help="draw every Linear as torch's nn.Linear does (the official code's init; "
+        "default Flax's lecun-normal kernels and zero biases)",
+    )
+    p.add_argument(
         "--num-samples", type=_positive(int), default=None, help="samples per data set (30 000)"
     )
     p.add_argument("--tiny", action="store_true", help="16-wide MLPs on 400 samples: for tests")

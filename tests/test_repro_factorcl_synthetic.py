@@ -91,6 +91,33 @@ def test_make_data_is_the_generator_split_80_20_with_its_label():
         fs.make_data("ratio05", seed=0, protocol=p)
 
 
+def test_torch_linear_init_draws_uniform_kernels_and_biases_by_fan_in():
+    import jax
+
+    from jaxmm.methods.base import path_names
+
+    method = fs.build_method("simclr", fs.Protocol(encoder_hidden=(64,), embed_dim=8))
+    batch = next(
+        fs.batches(
+            fs.make_data("official", seed=0, protocol=fs.Protocol(num_samples=100))["train"],
+            16,
+            seed=0,
+            augment=False,
+        )
+    )
+    params = method.init(jax.random.key(0), batch)
+    new = fs.torch_linear_init(params, jax.random.key(1))
+    leaves = jax.tree_util.tree_flatten_with_path(new)[0]
+    flat = {tuple(n for n in path_names(p) if n != "value"): np.asarray(x) for p, x in leaves}
+    enc = [k for k in flat if "encoders" in k and k[-1] == "kernel"]
+    assert enc
+    for k in enc:
+        w, b = flat[k], flat[(*k[:-1], "bias")]
+        bound = 1 / np.sqrt(w.shape[0])
+        assert np.abs(w).max() <= bound and np.abs(b).max() <= bound and np.abs(b).max() > 0
+        assert np.std(w) == pytest.approx(bound / np.sqrt(3), rel=0.1)
+
+
 def test_batches_drop_last_and_cover_each_epoch_once():
     split = {k: np.arange(10, dtype=np.float32)[:, None] for k in ("x1", "x2")}
     split["label"] = np.arange(10, dtype=np.int32)

@@ -24,7 +24,8 @@ The official set-up, read from the code (`Protocol()` defaults reproduce it):
 Departures kept here (each in `Protocol` and measured in docs/results_factorcl_synthetic.md):
 the NCE-CLUB critic step uses the main step's batch (official: a separate batch of 128 drawn from
 all 30 000 rows, test rows included); weights are initialised by Flax's defaults (lecun-normal
-kernels, zero biases; torch: uniform(+-1/sqrt(fan_in)) for both); the critic width is a
+kernels, zero biases; torch: uniform(+-1/sqrt(fan_in)) for both; `Protocol.torch_init` draws
+torch's); the critic width is a
 parameter because the official in-512-512-1 critics cost ~9 s per FactorCL step at batch 256 on
 two CPU cores.
 """
@@ -69,6 +70,7 @@ class Protocol:
     factorcl_epochs: float = 10.0
     baseline_epochs: float = 20.0
     label_sides: str = "x1"  # FactorCL-SUP conditioning (`FactorCLConfig.label_sides`)
+    torch_init: bool = False  # every Linear as torch's nn.Linear (`torch_linear_init`)
     num_samples: int = 30_000
     train_fraction: float = 0.8
 
@@ -232,6 +234,35 @@ def build_method(name: str, protocol: Protocol):
     raise ValueError(f"unknown method {name!r}; methods: {list(METHODS)}")
 
 
+def torch_linear_init(params: Any, key: Any) -> Any:
+    """Re-draws every Linear layer as torch's ``nn.Linear`` default does: kernel and bias
+    ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming_uniform with a = sqrt(5)). Flax's default is
+    a lecun-normal kernel (std 1/sqrt(fan_in), 1.7x the uniform's) and a zero bias. Other
+    parameters are left as they are."""
+    import jax
+
+    from jaxmm.methods.base import path_names
+
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    names = [path_names(p) for p, _ in leaves]
+    names = [n[:-1] if n[-1:] == ("value",) else n for n in names]  # nnx Variable leaves
+    fan_in = {
+        n[:-1]: x.shape[0]
+        for n, (_, x) in zip(names, leaves, strict=True)
+        if n[-1] == "kernel" and x.ndim == 2
+    }
+    keys = jax.random.split(key, len(leaves))
+    out = []
+    for n, (_, x), k in zip(names, leaves, keys, strict=True):
+        fan = fan_in.get(n[:-1]) if n[-1] in ("kernel", "bias") else None
+        if fan is None:
+            out.append(x)
+            continue
+        bound = 1.0 / np.sqrt(fan)
+        out.append(jax.random.uniform(k, x.shape, x.dtype, -bound, bound))
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
 def pretrain(
     name: str, data: dict, protocol: Protocol, *, seed: int, steps: int | None = None
 ) -> tuple[Any, Any, dict[str, Any]]:
@@ -263,6 +294,9 @@ def pretrain(
     )
     trainer = Trainer(method, cfg, first, mesh=make_mesh(jax.devices()[:1]))
     state = trainer.init_state()
+    if protocol.torch_init:
+        params = torch_linear_init(state.params, jax.random.key(seed + 10_000))
+        state = state.replace(params=jax.device_put(params, trainer.replicated))
     start = time.perf_counter()
     curve, batch = [], first
     every = max(1, steps // 10)

@@ -355,6 +355,7 @@ def protocols(args: argparse.Namespace) -> tuple[fs.Protocol, fs.Protocol]:
             factorcl_epochs=1.0,
             baseline_epochs=1.0,
         )
+        tiny["torch_init"] = args.torch_init
         return fs.Protocol(embed_dim=8, **tiny), fs.Protocol(embed_dim=4, **tiny)
     critics = (
         dict(critic_hidden=512, critic_layers=2, critic_lr=None)
@@ -362,6 +363,7 @@ def protocols(args: argparse.Namespace) -> tuple[fs.Protocol, fs.Protocol]:
         else dict(critic_hidden=64, critic_layers=1, critic_lr=1e-3)
     )
     n = dict(num_samples=args.num_samples) if args.num_samples else {}
+    n["torch_init"] = args.torch_init
     calib = fs.Protocol(batch_size=256, **critics, **n)
     fig = fs.Protocol(
         embed_dim=args.embed_dim,
