@@ -451,7 +451,8 @@ def test_noisy_retrieval_and_official_beta_reward():
     w = (v @ rng.normal(size=(4, 4)) + 0.3 * rng.normal(size=(16, 4))).astype(np.float32)
     val = {"view1": {"x": {"m0": jnp.asarray(v), "m1": jnp.asarray(w)}, "valid": {}}}
     params = jax.jit(method.init)(jax.random.key(0), val)
-    model = lambda p, x, mask: method.module(p).model(x, None, jnp.asarray(mask))
+    fused = jax.jit(lambda p, x, mask: method.module(p).model(x, None, mask))
+    model = lambda p, x, mask: fused(p, x, jnp.asarray(mask))
     # Without noise: z(m0 alone) retrieves z(m1 alone) (only m0 is augmented), as a NumPy loop.
     q = model(params, val["view1"]["x"], [True, False])
     k = model(params, val["view1"]["x"], [False, True])
@@ -469,9 +470,9 @@ def test_noisy_retrieval_and_official_beta_reward():
         lambda p, b: official_beta_reward(method, p, val, b, jax.random.key(5), levels, 0.98)
     )(params, 0.3)
     keys = jax.random.split(jax.random.key(5), 3)
+    noisy_acc = jax.jit(method.noisy_retrieval_accuracy)
     expect_accs = [
-        float(method.noisy_retrieval_accuracy(params, val, lv, kk))
-        for lv, kk in zip(levels, keys, strict=True)
+        float(noisy_acc(params, val, lv, kk)) for lv, kk in zip(levels, keys, strict=True)
     ]
     np.testing.assert_allclose(accs, expect_accs, atol=1e-6)
     peak = levels[int(np.argmax(expect_accs))]
@@ -491,9 +492,11 @@ def test_beta_round_uses_the_official_reward(setup):
     assert np.all(np.asarray(info["log_alpha"]) == 0.0)  # round 1 searches beta only
     r_eval = jax.random.fold_in(jax.random.key(3), 7)
     best = int(info["best"])
-    expect, _ = official_beta_reward(
-        method, new_params, val, info["beta"][best], r_eval, cfg.beta_levels, cfg.beta_peak_scale
-    )
+    expect, _ = jax.jit(
+        lambda p, b: official_beta_reward(
+            method, p, val, b, r_eval, cfg.beta_levels, cfg.beta_peak_scale
+        )
+    )(new_params, info["beta"][best])
     np.testing.assert_allclose(info["rewards"][best], expect, rtol=1e-5)
     assert float(np.max(info["rewards"])) > 1.0  # the peak term is near 1, retrieval is < 1
 
