@@ -118,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = _parser().parse_args(argv)
-    except SystemExit as e:  # a bad flag: argparse printed one line; --help: 0
-        return int(e.code or 0)
+    except SystemExit as e:  # a bad flag: argparse printed one line, exit 2; --help exits 0
+        if not e.code:
+            raise
+        return int(e.code)
     args.command = "python -m launch.repro_factorcl_synthetic " + shlex.join(argv)
     logs.setup_logging(quiet=("jaxmm.train",))
     return lib.run(args)
