@@ -102,10 +102,11 @@ def _parser() -> argparse.ArgumentParser:
         "(~9 s per FactorCL step on 2 CPUs; default in-64-1 at a 10x critic lr)",
     )
     p.add_argument(
-        "--torch-init",
-        action="store_true",
-        help="draw every Linear as torch's nn.Linear does (the official code's init; "
-        "default Flax's lecun-normal kernels and zero biases)",
+        "--calibration-init",
+        choices=("torch", "flax"),
+        default="torch",
+        help="calibration weights drawn as torch's nn.Linear (the official code's) or by "
+        "Flax's defaults (lecun-normal kernels, zero biases; what Fig. 1 uses)",
     )
     p.add_argument(
         "--num-samples", type=_positive(int), default=None, help="samples per data set (30 000)"

@@ -12,6 +12,9 @@ methods: `factorcl` (SSL, SUP) and `modal_supcon` (FactorCL's SimCLR and per-mod
    FactorCL-SUP at the official sizes, batch, lr and epochs, probed as the official notebook
    probes (scikit-learn ``LogisticRegression(max_iter=200)`` on raw [e1(x1), e2(x2)]) and, beside
    it, with `jaxmm.probe` (standardised, converged); next to the notebook's 95.55 / 97.17 / 98.63.
+   Weights are drawn as torch's ``nn.Linear`` draws them (`--calibration-init flax` for Flax's
+   defaults): the official probe stops unconverged, so its accuracy depends on the feature scale
+   (measured: Flax's init puts FactorCL-SSL 1.7 points above the notebook, torch's 0.7).
    One departure by default: the concat critics are in-64-1 with a 10x critic learning rate
    instead of in-512-512-1 (`--official-critics` restores them; ~9 s per FactorCL step on two
    CPU cores, against ~0.3 s). At the shared lr the small critics lose the NCE-CLUB game: the
@@ -355,16 +358,16 @@ def protocols(args: argparse.Namespace) -> tuple[fs.Protocol, fs.Protocol]:
             factorcl_epochs=1.0,
             baseline_epochs=1.0,
         )
-        tiny["torch_init"] = args.torch_init
-        return fs.Protocol(embed_dim=8, **tiny), fs.Protocol(embed_dim=4, **tiny)
+        calib = fs.Protocol(embed_dim=8, torch_init=args.calibration_init == "torch", **tiny)
+        return calib, fs.Protocol(embed_dim=4, **tiny)
     critics = (
         dict(critic_hidden=512, critic_layers=2, critic_lr=None)
         if args.official_critics
         else dict(critic_hidden=64, critic_layers=1, critic_lr=1e-3)
     )
     n = dict(num_samples=args.num_samples) if args.num_samples else {}
-    n["torch_init"] = args.torch_init
-    calib = fs.Protocol(batch_size=256, **critics, **n)
+    torch_init = args.calibration_init == "torch"
+    calib = fs.Protocol(batch_size=256, torch_init=torch_init, **critics, **n)
     fig = fs.Protocol(
         embed_dim=args.embed_dim,
         batch_size=args.batch_size,
