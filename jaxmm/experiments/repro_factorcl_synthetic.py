@@ -1,7 +1,7 @@
 """FactorCL on its controlled synthetic data (Liang et al., NeurIPS 2023, Sec. 4.1): calibration
 against the official notebook, Fig. 1 (accuracy vs. unique ratio) and Table 1 (R^2 per latent).
 
-python -m launch.repro_factorcl_synthetic --out outputs/factorcl_synth       # ~30 min, 2 CPUs
+python -m launch.repro_factorcl_synthetic --out outputs/factorcl_synth  # 65 min, 2 loaded CPUs
 python -m launch.repro_factorcl_synthetic --out outputs/fcl --parts fig1 --ratios 0,1 --seeds 1
 
 Every pre-training runs the official protocol in memory (`jaxmm.experiments.factorcl_synthetic`:
@@ -390,6 +390,7 @@ def run(args: argparse.Namespace) -> int:
         "command": args.command,
         "protocols": {"calibration": dataclasses.asdict(calib), "fig1": dataclasses.asdict(fig)},
         "fig1_probe": args.probe,
+        "paper_fig1": PAPER_FIG1,
     }
     start = time.perf_counter()
     if "calibration" in args.parts or "table1" in args.parts:
@@ -414,8 +415,8 @@ def run(args: argparse.Namespace) -> int:
         plot_fig1(
             results,
             os.path.join(args.out, "fig1.png"),
-            f"FactorCL Fig. 1 setting: encoder outputs of width {fig.embed_dim}, "
-            f"{args.seeds} seed(s); paper: {PAPER_FIG1}",
+            f"FactorCL Fig. 1 setting: encoder outputs of width {fig.embed_dim},\n"
+            f"{args.probe} probe on [e1(x1), e2(x2)], mean +- sd over {args.seeds} seed(s)",
         )
     results["seconds_total"] = time.perf_counter() - start
     with open(os.path.join(args.out, "results.json"), "w") as f:
