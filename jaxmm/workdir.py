@@ -82,17 +82,7 @@ def write_text(p: str | os.PathLike, text: str) -> None:
 
     Local: a temporary file next to `p`, then `os.replace`. Remote: one object write.
     """
-    p = epath.Path(p)
-    if is_remote(p):
-        p.write_text(text)
-        return
-    tmp = p.parent / f".{p.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        tmp.write_text(text)
-        os.replace(os.fspath(tmp), os.fspath(p))
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_bytes(p, text.encode("utf-8"))
 
 
 def write_bytes(p: str | os.PathLike, data: bytes) -> None:
