@@ -1,7 +1,7 @@
 """FactorCL synthetic: calibration, Fig. 1, Table 1 (logic in
 `jaxmm.experiments.repro_factorcl_synthetic`).
 
-python -m launch.repro_factorcl_synthetic --out outputs/factorcl_synth  # 65 min, 2 loaded CPUs
+python -m launch.repro_factorcl_synthetic --out outputs/factorcl_synth  # 25 min, 2 idle CPUs
 python -m launch.repro_factorcl_synthetic --out outputs/fcl --parts fig1 --ratios 0,1 --seeds 1
 """
 

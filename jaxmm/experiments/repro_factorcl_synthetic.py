@@ -1,7 +1,7 @@
 """FactorCL on its controlled synthetic data (Liang et al., NeurIPS 2023, Sec. 4.1): calibration
 against the official notebook, Fig. 1 (accuracy vs. unique ratio) and Table 1 (R^2 per latent).
 
-python -m launch.repro_factorcl_synthetic --out outputs/factorcl_synth  # 65 min, 2 loaded CPUs
+python -m launch.repro_factorcl_synthetic --out outputs/factorcl_synth  # 25 min, 2 idle CPUs
 python -m launch.repro_factorcl_synthetic --out outputs/fcl --parts fig1 --ratios 0,1 --seeds 1
 
 Every pre-training runs the official protocol in memory (`jaxmm.experiments.factorcl_synthetic`:
