@@ -92,7 +92,7 @@ def validate_optimizer(cfg: OptimizerConfig, prefix: str = "optimizer.") -> None
     """Raises one ValueError naming the first field of `cfg` a training run cannot use.
 
     Not part of `OptimizerConfig.__post_init__`: tests freeze parameters with `lr=0`, which is a
-    valid optimizer but never a useful run (`jaxmm.experiment.validate` calls this).
+    valid optimizer but never a useful run (`jaxmm.validation.validate` calls this).
     """
 
     def need(name: str, ok: bool, what: str) -> None:

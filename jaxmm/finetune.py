@@ -28,11 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxmm import estimators, experiment
+from jaxmm import estimators
 from jaxmm import probe as probe_lib
 from jaxmm import probe_checkpoint as pc
 from jaxmm import train as train_lib
-from jaxmm.data import pipeline
+from jaxmm.data import inputs, pipeline
 
 __all__ = ["FINETUNE_MODES", "FinetuneConfig", "finetune"]
 
@@ -124,8 +124,8 @@ def finetune(
             f"task {task.name!r} is not a label of this run; labels: {list(cfg.data.labels)}"
         )
     split = split or cfg.data.eval_split
-    spec = experiment.data_spec(cfg.data)
-    source = experiment.build_eval_source(cfg, cfg.data.train_split)
+    spec = inputs.data_spec(cfg.data)
+    source = inputs.build_eval_source(cfg, cfg.data.train_split)
     y_all = _labels_of(source, task.name)
     k = int(task.num_classes or y_all.max() + 1)
     fit_idx, val_idx = probe_lib.stratified_split(
@@ -220,7 +220,7 @@ def finetune(
     t_train = time.perf_counter() - t0
     _, best_epoch, (params, head) = best
     train = embeddings(params, source)
-    test = embeddings(params, experiment.build_eval_source(cfg, split))
+    test = embeddings(params, inputs.build_eval_source(cfg, split))
     result = pc.probe_embeddings(train, test, [dataclasses.replace(task, num_classes=k)])
     out = {
         "task": task.name,

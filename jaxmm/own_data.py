@@ -1,6 +1,6 @@
 """Train, embed and probe any registered method on your own arrays (README "Your own data").
 
-The command line (`launch/configs/arrays.py` registers `<method>_arrays` for every method):
+The command line (`jaxmm/configs/arrays.py` registers `<method>_arrays` for every method):
 
     python -m launch.train --config comm_arrays --set data.path=FILE.npz --workdir W
     python -m launch.probe --workdir W [--out W/probe.json]
@@ -16,7 +16,7 @@ directory alone can be probed later, by `probe` or `launch.probe`):
     >>> emb = own_data.embed("W")               # {"train_embedding": (n, D), "test_label": ...}
 
 The file / dict convention, the standardisation and the checks are those of `jaxmm.data.arrays`;
-`jaxmm.experiment.resolve_data` turns a template config (`default_config`) into a concrete one.
+`resolve_data` turns a template config (`default_config`) into a concrete one.
 
 Template (sized by `resolve_data`; W = `model.fusion.width`, default 128):
 
@@ -35,6 +35,7 @@ digits at twice the time: docs/results_own_data.md).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -43,9 +44,13 @@ from typing import Any
 
 import numpy as np
 
-from jaxmm import experiment
+from jaxmm import experiment, validation
 from jaxmm.config import OptimizerConfig, TrainConfig
-from jaxmm.experiment import ARRAYS_BUILDER, DataConfig, ExperimentConfig, MethodConfig
+from jaxmm.data import arrays as arrays_lib
+from jaxmm.data import augment as aug_lib
+from jaxmm.data import inputs
+from jaxmm.data.inputs import ARRAYS_BUILDER, DataConfig, ModalityData
+from jaxmm.experiment import ExperimentConfig, MethodConfig
 from jaxmm.methods import registry
 from jaxmm.methods.baselines import CMCConfig, CrossConfig, CrossSelfConfig
 from jaxmm.methods.factorcl import FactorCLConfig
@@ -171,10 +176,10 @@ def fit(
         cfg = experiment.override(
             cfg, [*overrides, f"data.path={path}", f"train.workdir={os.fspath(workdir)}"]
         )
-        cfg = experiment.resolve_data(cfg)
-        experiment.validate(cfg)
-        it, _ = experiment.build_train_iterator(cfg, process_index=0, process_count=1)
-        cfg = experiment.resolve_steps(cfg, experiment.num_train_examples(cfg))
+        cfg = resolve_data(cfg)
+        validation.validate(cfg)
+        it, _ = inputs.build_train_iterator(cfg, process_index=0, process_count=1)
+        cfg = experiment.resolve_steps(cfg, inputs.num_train_examples(cfg))
         if jax.process_index() == 0:
             workdir_lib.write_text(workdir / "config.json", cfg.to_json() + "\n")
         train_lib.train(
@@ -182,7 +187,7 @@ def fit(
             experiment.build_method(cfg),
             it,
             experiment_config=cfg.to_dict(),
-            batch_transform=experiment.device_augmentation(cfg),
+            batch_transform=inputs.device_augmentation(cfg),
         )
     return cfg
 
@@ -202,7 +207,7 @@ def embed(
     run = pc.load_run(workdir, step)
     cfg = run.config
     out: dict[str, np.ndarray] = {}
-    ds = experiment.arrays_dataset(cfg) if cfg.data.path is not None else None
+    ds = inputs.arrays_dataset(cfg) if cfg.data.path is not None else None
     for prefix, split in (("train", cfg.data.train_split), ("test", cfg.data.eval_split)):
         emb, labels = pc.extract_embeddings(
             run.method, run.params, cfg, split, batch_size=batch_size
@@ -221,3 +226,118 @@ def probe(workdir: str | os.PathLike, *, step: int | None = None, **kwargs: Any)
     from jaxmm import probe_checkpoint as pc
 
     return pc.probe_run(pc.load_run(workdir, step), **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Filling a template config in from the .npz it reads.
+
+# Per kind of .npz array: the data kind (augmentations) and the template modality of the model.
+_ARRAY_KINDS = {
+    arrays_lib.TABULAR: aug_lib.TABULAR,
+    arrays_lib.SEQUENCE: aug_lib.TIME_SERIES,
+    arrays_lib.IMAGE: aug_lib.IMAGE,
+}
+
+
+def _array_modality(template: Any, name: str, shape: Sequence[int], width: int) -> Any:
+    """The template encoder of a kind, sized to the array (input width / channels) and, where
+    the template leaves them out, to the fusion width W: MLP d -> 2W -> W, Transformer width W,
+    AlexNet channels (W/4, W/2, W/2, W/2, W/2)."""
+    kwargs = dict(template.encoder_kwargs)
+    if template.encoder in ("alexnet", "resnet18"):
+        kwargs["in_channels"] = int(shape[-1])
+    else:
+        kwargs["in_features"] = int(shape[-1])
+    if template.encoder == "mlp":
+        kwargs.setdefault("hidden_dims", (2 * width,))
+        kwargs.setdefault("out_dim", width)
+    elif template.encoder == "transformer":
+        kwargs.setdefault("width", width)
+    elif template.encoder == "alexnet":
+        c = max(4, width // 4)
+        kwargs.setdefault("channels", (c, 2 * c, 2 * c, 2 * c, 2 * c))
+    return dataclasses.replace(template, name=name, encoder_kwargs=kwargs)
+
+
+def resolve_data(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Fills the data-dependent fields of a config that reads a .npz (`data.path`).
+
+    Reads and checks the file (`jaxmm.data.arrays.resolve_stats`), then sets `data.stats`
+    (training statistics, classes, SHA-1), `data.modalities` (kinds from the arrays' ranks,
+    augmentations from `data.tabular_sigma` / `sequence_sigma` / `image_augment`),
+    `data.labels`, the model's modalities (the template of each kind in `cfg.model.modalities`,
+    named "tabular", "sequence" and "image", sized to the array), and a label key for methods
+    that read one. Configs without `data.path`, and already resolved ones, are returned as they
+    are.
+
+    Raises:
+      ValueError: one line naming the file, key and shape (see `jaxmm.data.arrays`), or a
+        method that needs more modalities than the file provides.
+    """
+    data = cfg.data
+    if data.path is None or data.stats:
+        return cfg
+    path = os.path.abspath(os.path.expanduser(data.path))
+    stats = arrays_lib.resolve_stats(
+        path,
+        modalities=[m.name for m in data.modalities],
+        labels=list(data.labels),
+        seed=data.seed,
+        test_fraction=data.test_fraction,
+    )
+    mods = stats["modalities"]
+    where = f"data.path {path!r}"
+    method_cls = registry.METHODS[cfg.method.name][0]
+    need = getattr(method_cls, "min_modalities", 1)
+    if len(mods) < need:
+        found = ", ".join(f"{k!r} {(stats['num_examples'], *v['shape'])}" for k, v in mods.items())
+        raise ValueError(
+            f"method {cfg.method.name!r} needs at least {need} modalities; {where} has "
+            f"{len(mods)}: {found} (a modality is a float array with >= 2 dims)"
+        )
+    mc = cfg.method.config
+    if cfg.method.name == "factorcl" and len(mods) > 2 and mc.modalities is None:
+        raise ValueError(
+            f"FactorCL models two modalities; {where} has {list(mods)}: choose two with "
+            "--set data.modalities=a,b"
+        )
+    templates = {m.name: m for m in cfg.model.modalities}
+    sigma = {arrays_lib.TABULAR: data.tabular_sigma, arrays_lib.SEQUENCE: data.sequence_sigma}
+    mod_data, model_mods = [], []
+    for name, m in mods.items():
+        kind = m["kind"]
+        if kind not in templates:
+            raise ValueError(
+                f"config {cfg.name!r} has no template encoder for {kind} modality {name!r} "
+                f"(model.modalities are {list(templates)})"
+            )
+        if kind == arrays_lib.IMAGE:
+            if min(m["shape"][:2]) < 8 and templates[kind].encoder == "alexnet":
+                raise ValueError(
+                    f"{where}: image {name!r} {(stats['num_examples'], *m['shape'])} is smaller "
+                    "than the CNN's 8 x 8 minimum"
+                )
+            mod_data.append(ModalityData(name, aug_lib.IMAGE, data.image_augment))
+        else:
+            preset = "noise" if kind == arrays_lib.TABULAR else "noise_drop"
+            strength = sigma[kind] / 0.1  # the presets' noise sigma is 0.1 * strength
+            mod_data.append(ModalityData(name, _ARRAY_KINDS[kind], preset, strength))
+        model_mods.append(
+            _array_modality(templates[kind], name, m["shape"], cfg.model.fusion.width)
+        )
+    labels = tuple(stats["labels"])
+    method = cfg.method
+    if hasattr(mc, "label_key") and mc.label_key not in labels:
+        classif = [k for k, v in stats["labels"].items() if v["kind"] == "classification"]
+        if classif:
+            method = dataclasses.replace(
+                method, config=dataclasses.replace(mc, label_key=classif[0])
+            )
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(
+            data, path=path, modalities=tuple(mod_data), labels=labels, stats=stats
+        ),
+        model=dataclasses.replace(cfg.model, modalities=tuple(model_mods)),
+        method=method,
+    )

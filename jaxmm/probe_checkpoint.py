@@ -34,12 +34,12 @@ import jax
 import numpy as np
 
 from jaxmm import checkpoint as ckpt_lib
-from jaxmm import experiment
+from jaxmm import experiment, validation
 from jaxmm import probe as probe_lib
 from jaxmm import train as train_lib
 from jaxmm import workdir as workdir_lib
 from jaxmm.checkpoint import CheckpointError
-from jaxmm.data import builders, pipeline
+from jaxmm.data import builders, inputs, pipeline
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def _load_step(ckpt: ckpt_lib.Checkpointer, directory: str, step: int) -> Loaded
     try:
         cfg = experiment.ExperimentConfig.from_dict(raw)
         method = experiment.build_method(cfg)
-        example = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), experiment.example_spec(cfg))
+        example = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), validation.example_spec(cfg))
     except ValueError as e:
         raise CheckpointError(
             f"Checkpoint {where} holds an unusable config: {ckpt_lib.one_line(e, 400)}"
@@ -215,8 +215,8 @@ def extract_embeddings(
     return embed_source(
         method,
         params,
-        experiment.build_eval_source(cfg, split),
-        experiment.data_spec(cfg.data),
+        inputs.build_eval_source(cfg, split),
+        inputs.data_spec(cfg.data),
         batch_size=cfg.data.eval_batch_size if batch_size is None else batch_size,
     )
 
@@ -244,7 +244,7 @@ def default_tasks(
     unknown = [n for n in names if n not in labels]
     if unknown:
         raise ValueError(f"task(s) {unknown} are not labels of this run; labels: {sorted(labels)}")
-    features = experiment.dataset_features(cfg.data)
+    features = inputs.dataset_features(cfg.data)
     tasks = []
     for name in names:
         y = np.asarray(labels[name])

@@ -546,7 +546,7 @@ def train(
         None stores no config (a bare `TrainConfig` cannot rebuild a model) and warns.
       batch_transform: ``(batch, key) -> batch`` applied to each device's shard inside the
         jitted step, before the loss and outside its gradient (the device augmentation of
-        `jaxmm.experiment.device_augmentation`); keys differ per step and device.
+        `jaxmm.data.inputs.device_augmentation`); keys differ per step and device.
 
     Returns:
       The final `TrainState`.

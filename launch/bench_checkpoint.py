@@ -22,9 +22,10 @@ import time
 import jax
 
 from jaxmm import checkpoint as ckpt_lib
-from jaxmm import experiment
+from jaxmm import configs, experiment
 from jaxmm import train as train_lib
-from launch import configs, logs
+from jaxmm.data import inputs
+from launch import logs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         configs.get_config(args.config, args.variant), [f"data.data_dir={args.data_dir}"]
     )
     every = args.every or configs.get_config(args.config, None).train.ckpt_every
-    it, example = experiment.build_train_iterator(cfg, process_index=0, process_count=1)
+    it, example = inputs.build_train_iterator(cfg, process_index=0, process_count=1)
     trainer = train_lib.Trainer(experiment.build_method(cfg), experiment.train_config(cfg), example)
     state = trainer.init_state()
     batch = trainer.shard(next(it))

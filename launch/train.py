@@ -1,4 +1,4 @@
-"""Train one registered experiment (launch/configs) with the jaxmm trainer.
+"""Train one registered experiment (jaxmm/configs) with the jaxmm trainer.
 
 python -m launch.train --list
 python -m launch.train --config comm_trifeature --variant smoke --workdir /tmp/run
@@ -33,11 +33,11 @@ import sys
 import traceback
 
 from jaxmm import checkpoint as ckpt_lib
-from jaxmm import experiment
+from jaxmm import configs, experiment, own_data
 from jaxmm import train as train_lib
 from jaxmm import workdir as workdir_lib
 from jaxmm.experiments.training import RESUMABLE, check_workdir, prepare, run  # noqa: F401
-from launch import configs, logs
+from launch import logs
 
 log = logging.getLogger("launch.train")
 
@@ -106,7 +106,7 @@ def build_config(args: argparse.Namespace) -> experiment.ExperimentConfig:
     }
     overrides += [f"{k}={v}" for k, v in flags.items() if v is not None]
     # A config reading a .npz (data.path) learns its modalities and statistics from the file.
-    return experiment.resolve_data(experiment.override(cfg, overrides))
+    return own_data.resolve_data(experiment.override(cfg, overrides))
 
 
 def _fail(e: BaseException, verbose: bool, code: int) -> int:

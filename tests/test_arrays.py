@@ -11,11 +11,11 @@ import os
 import numpy as np
 import pytest
 
+from jaxmm import configs, own_data, validation
 from jaxmm import experiment as ex
-from jaxmm import own_data
 from jaxmm import probe_checkpoint as pc
 from jaxmm.data import arrays as arrays_lib
-from launch import configs
+from jaxmm.data import inputs
 from launch import embed as launch_embed
 from launch import probe as launch_probe
 from launch import train as launch_train
@@ -41,7 +41,7 @@ def _write(tmp_path, arrays, name="d.npz"):
 
 def _cfg(path, method="comm", overrides=()):
     cfg = configs.get_config(f"{method}_arrays", "smoke")
-    return ex.resolve_data(ex.override(cfg, [f"data.path={path}", *overrides]))
+    return own_data.resolve_data(ex.override(cfg, [f"data.path={path}", *overrides]))
 
 
 def test_every_method_has_an_arrays_config_that_validates(tmp_path):
@@ -49,14 +49,14 @@ def test_every_method_has_an_arrays_config_that_validates(tmp_path):
     for method in own_data.METHODS:
         assert configs.method_name(f"{method}_arrays") == method
         cfg = _cfg(path, method)
-        ex.validate(cfg)  # traces init + loss abstractly on the inferred batch
+        validation.validate(cfg)  # traces init + loss abstractly on the inferred batch
     # SupCon reads the first classification label of the file when its default is absent.
     renamed = {
         ("y" if k == "label" else k): v for k, v in _tabular(np.random.default_rng(0)).items()
     }
     cfg = _cfg(_write(tmp_path, renamed, "renamed.npz"), "supcon")
     assert cfg.method.config.label_key == "y"
-    ex.validate(cfg)
+    validation.validate(cfg)
 
 
 def test_inferred_modalities_labels_and_training_statistics(tmp_path):
@@ -77,7 +77,7 @@ def test_inferred_modalities_labels_and_training_statistics(tmp_path):
     stats = cfg.data.stats
     assert stats["labels"]["label"] == {"kind": "classification", "classes": [3, 7]}
     assert stats["labels"]["target"]["kind"] == "regression"
-    ds = ex.arrays_dataset(cfg)
+    ds = inputs.arrays_dataset(cfg)
     train = ds.index["train"]
     assert len(train) + len(ds.index["test"]) == N and len(ds.index["test"]) == 8
     # Independent computation of the standardisation: training rows only.
@@ -93,7 +93,7 @@ def test_inferred_modalities_labels_and_training_statistics(tmp_path):
     want = (arrays["a"][row] - a.mean(0)) / a.std(0)
     np.testing.assert_allclose(src[0]["a"], want, rtol=1e-4, atol=1e-5)
     assert src[0]["label"] == (arrays["label"][row] == 7)  # class index
-    ex.validate(cfg)
+    validation.validate(cfg)
     # The stored config round-trips through JSON and opens the same data.
     back = ex.ExperimentConfig.from_json(cfg.to_json())
     assert back == cfg
@@ -106,7 +106,7 @@ def test_file_split_selection_and_stratified_default(tmp_path):
     cfg = _cfg(_write(tmp_path, arrays), overrides=["data.modalities=b,a", "data.labels=label"])
     assert [m.name for m in cfg.data.modalities] == ["b", "a"]
     assert cfg.data.labels == ("label",)
-    ds = ex.arrays_dataset(cfg)
+    ds = inputs.arrays_dataset(cfg)
     np.testing.assert_array_equal(ds.index["test"], np.arange(30, 40))
     # Default split: stratified, seeded, 20%.
     y = np.repeat([0, 1, 2, 3], [50, 30, 15, 5])
@@ -161,15 +161,15 @@ def test_bad_files_get_one_line_naming_key_and_shape(tmp_path, case, method, ove
 
 def test_missing_path_and_changed_file_are_named(tmp_path):
     with pytest.raises(ValueError, match="--set data.path=FILE.npz"):
-        ex.validate(configs.get_config("comm_arrays", "smoke"))
+        validation.validate(configs.get_config("comm_arrays", "smoke"))
     arrays = _tabular(np.random.default_rng(4))
     path = _write(tmp_path, arrays)
     cfg = _cfg(path)
     arrays["a"][0, 0] += 1.0
     _write(tmp_path, arrays)
-    ex._ARRAYS_CACHE.clear()
+    inputs._ARRAYS_CACHE.clear()
     with pytest.raises(ValueError, match="changed since the run's statistics"):
-        ex.arrays_dataset(cfg)
+        inputs.arrays_dataset(cfg)
 
 
 def test_tabular_cli_train_probe_embed(tmp_path, capsys):

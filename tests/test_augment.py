@@ -274,9 +274,9 @@ def test_unique_image_augmentation_never_crops_a_marked_corner():
 def test_simclr_small_preset_keeps_half_the_image_and_never_blurs():
     # The demo's preset for 32 px images (jaxmm.experiment "simclr_small"): crop scale (0.5, 1)
     # and no Gaussian blur, the rest of SimCLR's set unchanged.
-    from jaxmm import experiment
+    from jaxmm.data import inputs
 
-    names = experiment.ModalityData("image1", "image", "simclr_small").augmentations()
+    names = inputs.ModalityData("image1", "image", "simclr_small").augmentations()
     assert [n for n, _ in names] == [
         "random_resized_crop",
         "horizontal_flip",
@@ -291,5 +291,5 @@ def test_simclr_small_preset_keeps_half_the_image_and_never_blurs():
         areas.append(h * w / 32**2)
     # Rounding of the box to whole pixels lets an area fall a little under the nominal 0.5.
     assert min(areas) >= 0.45 and max(areas) <= 1.0
-    paper = dict(experiment.ModalityData("image1", "image", "simclr").augmentations())
+    paper = dict(inputs.ModalityData("image1", "image", "simclr").augmentations())
     assert paper["random_resized_crop"]["scale"] == (0.08, 1.0) and "gaussian_blur" in paper

@@ -2,7 +2,7 @@
 
 import pytest
 
-from launch import configs
+from jaxmm import configs
 
 
 @pytest.mark.parametrize("name", configs.names())
@@ -14,8 +14,8 @@ def test_listed_method_is_the_trained_method_and_named_in_the_config(name):
 
 
 def test_factorcl_simclr_baseline_is_the_cmc_config():
-    """FactorCL's "SimCLR" baseline is cross-modal NT-Xent: our `cmc` (launch/configs/synthetic)."""
-    from launch.configs import synthetic
+    """FactorCL's "SimCLR" baseline is cross-modal NT-Xent: our `cmc` (jaxmm/configs/synthetic)."""
+    from jaxmm.configs import synthetic
 
     assert "simclr_synthetic" not in configs.names()
     assert synthetic.get_config("smoke", method="simclr") == configs.get_config(

@@ -9,10 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxmm import configs, validation
 from jaxmm import experiment as ex
 from jaxmm.data import augment_jax as aj
+from jaxmm.data import inputs
 from jaxmm.experiments import training
-from launch import configs
 
 
 def _cfg(tmp_path, *sets):
@@ -41,7 +42,7 @@ def _clean_batch(b=4, size=8, seed=0):
 def test_transform_draws_views_and_none_preset_is_the_identity(tmp_path):
     batch = _clean_batch()
     cfg = _cfg(tmp_path)
-    transform = jax.jit(ex.device_augmentation(cfg))
+    transform = jax.jit(inputs.device_augmentation(cfg))
     out = transform(batch, jax.random.key(0))
     assert set(out) == {"view1", "view2", "labels"}
     np.testing.assert_array_equal(out["labels"]["shape"], batch["labels"]["shape"])
@@ -53,7 +54,7 @@ def test_transform_draws_views_and_none_preset_is_the_identity(tmp_path):
     # Preset "none": de-normalise, no augmentation, normalise again = the clean view.
     mods = tuple(dataclasses.replace(m, augment="none") for m in cfg.data.modalities)
     plain = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, modalities=mods))
-    same = ex.device_augmentation(plain)(batch, jax.random.key(1))
+    same = inputs.device_augmentation(plain)(batch, jax.random.key(1))
     for v in ("view1", "view2"):
         for name in ("image1", "image2"):
             np.testing.assert_allclose(
@@ -78,7 +79,7 @@ def test_device_augmented_smoke_run_trains_on_8_devices(tmp_path):
     cfg = _cfg(tmp_path)
     assert jax.device_count() == 8
     training.prepare(cfg)
-    it, example = ex.build_train_iterator(cfg, process_index=0, process_count=1)
+    it, example = inputs.build_train_iterator(cfg, process_index=0, process_count=1)
     assert set(example) == {"view1", "labels"}  # the pipeline's one clean view
     state = training.run(cfg)
     assert int(state.step) == cfg.train.steps
@@ -90,4 +91,4 @@ def test_device_augmented_smoke_run_trains_on_8_devices(tmp_path):
 def test_device_augmentation_refuses_non_image_modalities():
     cfg = configs.get_config("cmc_synthetic", "smoke")
     with pytest.raises(ValueError, match="augments image modalities only"):
-        ex.validate(ex.override(cfg, ["data.augment_on=device"]), trace=False)
+        validation.validate(ex.override(cfg, ["data.augment_on=device"]), trace=False)

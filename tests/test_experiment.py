@@ -7,10 +7,11 @@ import jax
 import numpy as np
 import pytest
 
+from jaxmm import configs, validation
 from jaxmm import experiment as ex
+from jaxmm.data import inputs
 from jaxmm.methods import registry as method_registry
 from jaxmm.models import ModalityConfig
-from launch import configs
 
 
 def _get_or_skip(name, variant):
@@ -29,9 +30,9 @@ def test_every_config_builds_round_trips_and_its_smoke_variant_validates(name):
         cfg = _get_or_skip(name, variant)
         text = json.dumps(cfg.to_dict())
         assert ex.ExperimentConfig.from_dict(json.loads(text)) == cfg
-        if cfg.data.builder == ex.ARRAYS_BUILDER:
+        if cfg.data.builder == inputs.ARRAYS_BUILDER:
             continue  # needs a .npz: tests/test_arrays.py validates these on generated files
-        ex.validate(cfg, trace=variant == "smoke")
+        validation.validate(cfg, trace=variant == "smoke")
 
 
 def test_registry_covers_every_paper_experiment():
@@ -127,12 +128,12 @@ def test_model_modality_missing_from_data_fails_before_compute(smoke, monkeypatc
     cfg = dataclasses.replace(smoke, model=model)
     _no_compute(monkeypatch)
     with pytest.raises(ValueError, match=r"lacks \['image3'\]"):
-        ex.validate(cfg)
+        validation.validate(cfg)
 
 
 def test_data_field_missing_from_dataset_fails(smoke):
     data = dataclasses.replace(
-        smoke.data, modalities=(*smoke.data.modalities[:1], ex.ModalityData("image9", "image"))
+        smoke.data, modalities=(*smoke.data.modalities[:1], inputs.ModalityData("image9", "image"))
     )
     model = dataclasses.replace(
         smoke.model,
@@ -142,7 +143,7 @@ def test_data_field_missing_from_dataset_fails(smoke):
         ),
     )
     with pytest.raises(ValueError, match=r"\['image9'\] that dataset 'trifeature'"):
-        ex.validate(dataclasses.replace(smoke, data=data, model=model))
+        validation.validate(dataclasses.replace(smoke, data=data, model=model))
 
 
 def test_missing_label_and_missing_view_fail_before_compute(monkeypatch):
@@ -151,9 +152,9 @@ def test_missing_label_and_missing_view_fail_before_compute(monkeypatch):
     one_view = ex.override(configs.get_config("comm_trifeature", "smoke"), ["data.num_views=1"])
     _no_compute(monkeypatch)
     with pytest.raises(ValueError, match="reads label 'colour'"):
-        ex.validate(bad_label)
+        validation.validate(bad_label)
     with pytest.raises(ValueError, match="reads view2"):
-        ex.validate(one_view)
+        validation.validate(one_view)
 
 
 def test_encoder_width_mismatch_is_caught_by_abstract_tracing():
@@ -163,28 +164,30 @@ def test_encoder_width_mismatch_is_caught_by_abstract_tracing():
     cfg = dataclasses.replace(
         cfg, model=dataclasses.replace(cfg.model, modalities=(wrong, *cfg.model.modalities[1:]))
     )
-    ex.validate(cfg, trace=False)  # the static checks cannot see it
+    validation.validate(cfg, trace=False)  # the static checks cannot see it
     with pytest.raises(ValueError, match="do not fit the data"):
-        ex.validate(cfg)
+        validation.validate(cfg)
 
 
 def test_bad_dataset_names_fail():
     cfg = configs.get_config("comm_trifeature", "smoke")
     with pytest.raises(ValueError, match="'px33'"):
-        ex.resolve_builder_config(dataclasses.replace(cfg.data, builder_config="px33"))
+        inputs.resolve_builder_config(dataclasses.replace(cfg.data, builder_config="px33"))
     with pytest.raises(ValueError, match="num_pairs"):
-        ex.resolve_builder_config(dataclasses.replace(cfg.data, builder_overrides={"num_pairs": 3}))
+        inputs.resolve_builder_config(
+            dataclasses.replace(cfg.data, builder_overrides={"num_pairs": 3})
+        )
     with pytest.raises(ValueError, match="'imagenet'"):
-        ex.resolve_builder_config(dataclasses.replace(cfg.data, builder="imagenet"))
+        inputs.resolve_builder_config(dataclasses.replace(cfg.data, builder="imagenet"))
     with pytest.raises(ValueError, match="augment preset"):
-        ex.ModalityData("image1", "image", "noise_drop")
+        inputs.ModalityData("image1", "image", "noise_drop")
 
 
 def test_builder_override_names_are_deterministic_and_distinct():
     data = configs.get_config("comm_trifeature", "smoke").data
-    a = ex.resolve_builder_config(data)
-    b = ex.resolve_builder_config(data)
-    c = ex.resolve_builder_config(
+    a = inputs.resolve_builder_config(data)
+    b = inputs.resolve_builder_config(data)
+    c = inputs.resolve_builder_config(
         dataclasses.replace(
             data, builder_overrides={**data.builder_overrides, "num_train_pairs": 65}
         )
@@ -205,13 +208,13 @@ def test_example_spec_matches_the_pipeline_batch(tmp_path):
     cfg = ex.override(
         configs.get_config("factorcl_sup_synthetic", "smoke"), [f"data.data_dir={tmp_path}"]
     )
-    it, batch = ex.build_train_iterator(cfg, process_index=0, process_count=1)
-    spec = ex.example_spec(cfg, batch_size=cfg.train.batch_size)
+    it, batch = inputs.build_train_iterator(cfg, process_index=0, process_count=1)
+    spec = validation.example_spec(cfg, batch_size=cfg.train.batch_size)
     got = jax.tree.map(lambda x: (x.shape, np.dtype(x.dtype)), batch)
     want = jax.tree.map(lambda s: (s.shape, np.dtype(s.dtype)), spec)
     assert got == want
     assert jax.tree.all(jax.tree.map(np.array_equal, next(it), batch))  # the peek consumed nothing
-    assert ex.num_train_examples(cfg) == int(0.8 * 256)  # FactorCL's 80/20 split of 256 samples
+    assert inputs.num_train_examples(cfg) == int(0.8 * 256)  # FactorCL's 80/20 split of 256 samples
 
 
 def test_build_method_rebuilds_from_the_json_alone():

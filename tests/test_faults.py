@@ -312,7 +312,7 @@ def test_batch_larger_than_the_training_split_is_refused(tmp_path, capsys):
 
 
 def test_another_experiments_workdir_is_refused_and_left_untouched(tmp_path, capsys):
-    from launch import configs
+    from jaxmm import configs
 
     run = tmp_path / "run"
     run.mkdir()

@@ -4,9 +4,10 @@ import json
 import os
 
 from jaxmm import checkpoint as ckpt_lib
+from jaxmm import configs
 from jaxmm import experiment as ex
 from jaxmm import train as train_lib
-from launch import configs
+from jaxmm.data import inputs
 from launch import train as launch_train
 
 
@@ -49,7 +50,7 @@ def test_smoke_run_checkpoints_its_config_and_resumes(tmp_path, caplog, capsys):
         [f"train.workdir={workdir}", f"data.data_dir={data}"],
     )
     assert saved == want
-    _, example = ex.build_train_iterator(saved, process_index=0, process_count=1)
+    _, example = inputs.build_train_iterator(saved, process_index=0, process_count=1)
     trainer = train_lib.Trainer(ex.build_method(saved), ex.train_config(saved), example)
     with ckpt_lib.Checkpointer(ckpt_dir, read_only=True) as ckpt:
         state = ckpt.restore(trainer.abstract_state())

@@ -10,12 +10,12 @@ import jax
 import numpy as np
 import pytest
 
-from jaxmm import experiment
+from jaxmm import configs, experiment
 from jaxmm import finetune as ft_lib
 from jaxmm import probe as probe_lib
 from jaxmm import probe_checkpoint as pc
 from jaxmm.checkpoint import CheckpointError
-from launch import configs
+from jaxmm.data import inputs
 from launch import probe as probe_cli
 from launch import train as train_launch
 
@@ -71,7 +71,7 @@ def test_padded_rows_are_dropped_by_the_mask(comm_run):
     for name in cfg.data.labels:
         np.testing.assert_array_equal(y48[name], y64[name])
     # The labels are the dataset's own, in order.
-    source = experiment.build_eval_source(cfg, "test")
+    source = inputs.build_eval_source(cfg, "test")
     np.testing.assert_array_equal(y64["shape"], [int(source[i]["shape"]) for i in range(64)])
     tasks = pc.default_tasks(cfg, y64)
     assert [(t.name, t.kind) for t in tasks] == [(n, "classification") for n in cfg.data.labels]

@@ -176,9 +176,8 @@ def _option(argv: list[str], flag: str) -> list[str]:
 
 
 def test_documented_configs_variants_and_overrides_exist():
-    from jaxmm import experiment
+    from jaxmm import configs, experiment
     from jaxmm.data import builders
-    from launch import configs
 
     checked = 0
     for name, cmd, argv in _launch_commands():

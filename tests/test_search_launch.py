@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from jaxmm import checkpoint as ckpt_lib
+from jaxmm import configs
 from jaxmm import experiment as ex
 from jaxmm import probe_checkpoint as pc
+from jaxmm.configs import tuple_search
 from jaxmm.experiments import search as launch_search
 from jaxmm.methods.tuple_infonce import DEFAULT_BETA, PIXEL_LEVEL
-from launch import configs
 from launch import search as search_cli
-from launch.configs import tuple_search
 
 NAME = "tuple_infonce_trifeature_search"
 

@@ -179,7 +179,7 @@ def test_launch_train_on_a_live_work_dir_exits_3_in_one_line_touching_nothing(tm
 
 
 def test_remote_workdir_files_lock_metrics_config():
-    from launch import configs
+    from jaxmm import configs
 
     with fake_gcs() as fs:
         run = workdir_lib.path("gs://bucket/runs/r1")

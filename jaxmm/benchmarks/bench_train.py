@@ -25,9 +25,9 @@ def _row(name, variant, overrides, batch_size, dtype, steps, warmup, peak_tflops
     import jax
     import numpy as np
 
+    from jaxmm import configs, validation
     from jaxmm import experiment as ex
     from jaxmm import train as train_lib
-    from launch import configs
 
     cfg = configs.get_config(name, variant)
     cfg = ex.override(
@@ -39,7 +39,7 @@ def _row(name, variant, overrides, batch_size, dtype, steps, warmup, peak_tflops
             "train.steps=1000000",
         ],
     )
-    spec = ex.example_spec(cfg, batch_size=batch_size)
+    spec = validation.example_spec(cfg, batch_size=batch_size)
     rs = np.random.default_rng(0)
 
     def leaf(s):
@@ -94,9 +94,9 @@ def _memory_row(name, variant, overrides, batch_size, dtype):
     import jax
     import numpy as np
 
+    from jaxmm import configs, validation
     from jaxmm import experiment as ex
     from jaxmm import train as train_lib
-    from launch import configs
 
     cfg = configs.get_config(name, variant)
     cfg = ex.override(
@@ -104,9 +104,11 @@ def _memory_row(name, variant, overrides, batch_size, dtype):
         [*overrides, f"train.batch_size={batch_size}", f"model.dtype={dtype}", "train.steps=10"],
     )
     n = jax.device_count()
-    small = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), ex.example_spec(cfg, batch_size=n))
+    small = jax.tree.map(
+        lambda s: np.zeros(s.shape, s.dtype), validation.example_spec(cfg, batch_size=n)
+    )
     trainer = train_lib.Trainer(ex.build_method(cfg), ex.train_config(cfg), small)
-    spec = ex.example_spec(cfg, batch_size=batch_size)
+    spec = validation.example_spec(cfg, batch_size=batch_size)
     batch = jax.tree.map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=trainer.data_sharding), spec
     )

@@ -12,7 +12,7 @@ The convention (README "Your own data"):
   a seeded stratified split (by the first classification label) keeps ``test_fraction`` for test;
 * each modality is standardised with statistics of the TRAINING rows only (per feature for
   tabular and sequence data, over valid steps; per channel for images); the statistics, the
-  class values and the file's SHA-1 are stored in the run's config (`jaxmm.experiment.DataConfig
+  class values and the file's SHA-1 are stored in the run's config (`jaxmm.data.inputs.DataConfig
   .stats`), so probes and embeddings of the run apply exactly the same transformation.
 
 `resolve_stats` reads and checks a file once (each problem is ONE ValueError naming the file,
@@ -343,7 +343,7 @@ def resolve_stats(
 
 @dataclasses.dataclass(frozen=True)
 class Feature:
-    """What `jaxmm.experiment.example_spec` and the probe read of a TFDS feature."""
+    """What `jaxmm.validation.example_spec` and the probe read of a TFDS feature."""
 
     shape: tuple[int, ...]
     np_dtype: Any

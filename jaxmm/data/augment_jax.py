@@ -260,7 +260,7 @@ def simclr_augment(
 
 
 def preset_augment(preset: str, strength: float = 1.0):
-    """The device version of an image preset of `jaxmm.experiment.ModalityData` as a function
+    """The device version of an image preset of `jaxmm.data.inputs.ModalityData` as a function
     ``(key, images (B, H, W, 3) in [0, 1]) -> images``: "simclr" (CoMM App. B.2), "simclr_small"
     (crop scale (0.5, 1), no blur), "unique" (FactorCL: flip and colour jitter, no crop) or
     "none". `strength` scales the jitter as the host presets do (0.4 s, hue 0.1 s)."""

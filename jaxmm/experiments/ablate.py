@@ -25,21 +25,20 @@ def load_split_arrays(
     """{"train", "test"} -> {field: stacked numpy array} of a Trifeature config (built on
     demand; `period`, `train_pairs` and `test_pairs` override the texture period,
     `num_train_pairs` and `max_test_pairs` where given)."""
-    from jaxmm import experiment
-    from jaxmm.data import builders
+    from jaxmm.data import builders, inputs
 
     given = {
         "texture_period": period,
         "num_train_pairs": train_pairs,
         "max_test_pairs": test_pairs,
     }
-    data = experiment.DataConfig(
+    data = inputs.DataConfig(
         builder="trifeature",
         builder_config=f"px{size}" + ("_biased" if biased else ""),
         builder_overrides={k: v for k, v in given.items() if v is not None},
         data_dir=data_dir,
     )
-    cfg = experiment.resolve_builder_config(data)
+    cfg = inputs.resolve_builder_config(data)
     builders.build("trifeature", data_dir, config=cfg)  # a no-op once built
     out = {}
     for split in ("train", "test"):

@@ -84,10 +84,9 @@ log = logging.getLogger("launch.demo")
 
 def demo_config(method: str, variant: str | None, args: argparse.Namespace):
     """The `ExperimentConfig` of one demo run: the registry's Trifeature config, made smaller."""
-    from jaxmm import experiment
+    from jaxmm import configs, experiment
     from jaxmm.methods.baselines import CrossSelfConfig
     from jaxmm.models import FusionConfig, HeadConfig
-    from launch import configs
 
     if method not in _REGISTRY:
         raise ValueError(f"--methods: unknown method {method!r}; choose from {sorted(_REGISTRY)}")
@@ -229,12 +228,12 @@ def probe_init(cfg) -> dict[str, Any]:
     import jax
     import numpy as np
 
-    from jaxmm import experiment
+    from jaxmm import experiment, validation
     from jaxmm import probe_checkpoint as pc
     from jaxmm import train as train_lib
 
     method = experiment.build_method(cfg)
-    example = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), experiment.example_spec(cfg))
+    example = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), validation.example_spec(cfg))
     mesh = train_lib.make_mesh(jax.local_devices()[:1])
     trainer = train_lib.Trainer(method, experiment.train_config(cfg), example, mesh=mesh)
     run = pc.LoadedRun(cfg, method, trainer.init_state().params, 0, "(initialisation)")

@@ -12,7 +12,7 @@ train every candidate `search.steps_per_candidate` steps from the same state (pa
 optimizer state) on the next S batches of the training iterator (the candidates are vmapped on
 one device), reward each by unsupervised cross-modal retrieval accuracy on a fixed batch of the
 reward split, move mu by one Adam step on the REINFORCE gradient and keep the best candidate's
-weights. Overrides: ``search.<field>`` sets a field of `launch.configs.tuple_search.
+weights. Overrides: ``search.<field>`` sets a field of `jaxmm.configs.tuple_search.
 TupleSearchConfig`; every other key is an `ExperimentConfig` field as in `launch.train`.
 
 The work dir receives:
@@ -41,11 +41,10 @@ import numpy as np
 
 from jaxmm import checkpoint as ckpt_lib
 from jaxmm import config as config_lib
-from jaxmm import experiment, progress
-from jaxmm.data import pipeline
+from jaxmm import configs, experiment, progress, validation
+from jaxmm.configs import tuple_search
+from jaxmm.data import inputs, pipeline
 from jaxmm.experiments import training
-from launch import configs
-from launch.configs import tuple_search
 
 log = logging.getLogger("launch.search")
 
@@ -136,7 +135,7 @@ def prepare(cfg: experiment.ExperimentConfig, search: tuple_search.TupleSearchCo
             f"search.rounds x search.steps_per_candidate "
             f"({search.rounds * search.steps_per_candidate})"
         )
-    experiment.validate(cfg)
+    validation.validate(cfg)
 
 
 class _Subset:
@@ -164,7 +163,7 @@ def reward_batch(
     reward split, drawn without replacement with `reward_seed`, unaugmented, as the view the
     method's `retrieval_reward` reads (``method.config.embed_view``)."""
     split = reward_split(cfg, search)
-    source = experiment.build_eval_source(cfg, split)
+    source = inputs.build_eval_source(cfg, split)
     n = min(search.reward_batch_size, len(source))
     if n < 2:
         raise ValueError(
@@ -180,7 +179,7 @@ def reward_batch(
     idx = np.sort(np.random.default_rng(search.reward_seed).choice(len(source), n, replace=False))
     ds = pipeline.eval_dataset(
         _Subset(source, idx),
-        experiment.data_spec(cfg.data),
+        inputs.data_spec(cfg.data),
         batch_size=n,
         pad=False,
         process_index=0,
@@ -282,7 +281,7 @@ def run(cfg: experiment.ExperimentConfig, search: tuple_search.TupleSearchConfig
     from jaxmm import sample_optimization as so_lib
     from jaxmm import train as train_lib
 
-    it, example = experiment.build_train_iterator(cfg, process_index=0, process_count=1)
+    it, example = inputs.build_train_iterator(cfg, process_index=0, process_count=1)
     method = experiment.build_method(cfg)
     names = tuple(method.modality_names)
     # One device: the candidates are vmapped; the state uses the trainer's structures, so the

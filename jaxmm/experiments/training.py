@@ -35,9 +35,10 @@ import logging
 import os
 
 from jaxmm import checkpoint as ckpt_lib
-from jaxmm import experiment
+from jaxmm import experiment, validation
 from jaxmm import train as train_lib
 from jaxmm import workdir as workdir_lib
+from jaxmm.data import inputs
 
 __all__ = ["RESUMABLE", "check_workdir", "config_changes", "prepare", "resumable", "run"]
 
@@ -89,14 +90,14 @@ def resumable(change: str) -> bool:
 def prepare(cfg: experiment.ExperimentConfig) -> None:
     """Joins the multi-process job (before anything touches devices), then validates `cfg`.
 
-    Also the checks that need devices or files (`experiment.check_run`) and the resume decision
+    Also the checks that need devices or files (`validation.check_run`) and the resume decision
     (`check_workdir`); nothing is built or written. Raises one ValueError.
     """
     import jax
 
     train_lib.maybe_initialize_distributed(**dataclasses.asdict(cfg.distributed))
-    experiment.validate(cfg)
-    experiment.check_run(cfg, num_devices=jax.device_count())
+    validation.validate(cfg)
+    validation.check_run(cfg, num_devices=jax.device_count())
     check_workdir(cfg)
 
 
@@ -180,11 +181,11 @@ def run(cfg: experiment.ExperimentConfig):
     """Builds data and method from a `prepare`d config and trains; returns the final state."""
     import jax
 
-    it, _ = experiment.build_train_iterator(
+    it, _ = inputs.build_train_iterator(
         cfg, process_index=jax.process_index(), process_count=jax.process_count()
     )
-    n_train = experiment.num_train_examples(cfg)
-    experiment.check_batch_vs_examples(cfg, n_train)  # the first time the split size is known
+    n_train = inputs.num_train_examples(cfg)
+    validation.check_batch_vs_examples(cfg, n_train)  # the first time the split size is known
     cfg = experiment.resolve_steps(cfg, n_train)
     workdir = workdir_lib.path(cfg.train.workdir)
     # The lock before config.json: a second run on a live work dir writes nothing.
@@ -204,5 +205,5 @@ def run(cfg: experiment.ExperimentConfig):
             experiment.build_method(cfg),
             it,
             experiment_config=cfg.to_dict(),
-            batch_transform=experiment.device_augmentation(cfg),
+            batch_transform=inputs.device_augmentation(cfg),
         )

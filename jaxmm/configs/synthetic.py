@@ -31,11 +31,12 @@ SimCLR and SupCon degrade as unique information grows, Cross+Self recovers at ra
 
 from __future__ import annotations
 
-from jaxmm.experiment import DataConfig, ExperimentConfig, MethodConfig, ModalityData
+from jaxmm.configs import common
+from jaxmm.data.inputs import DataConfig, ModalityData
+from jaxmm.experiment import ExperimentConfig, MethodConfig
 from jaxmm.methods.baselines import CMCConfig, CrossSelfConfig, SupConConfig
 from jaxmm.methods.factorcl import FactorCLConfig
 from jaxmm.models import FusionConfig, HeadConfig, ModalityConfig, ModelConfig
-from launch.configs import common
 
 # registry suffix -> (registry method name, config factory(smoke))
 VARIANTS = (None, common.SMOKE)

@@ -4,7 +4,7 @@
     python -m launch.probe --workdir W
 
 The data come from one .npz file (`data.path`; the convention is in `jaxmm.data.arrays`), which
-`jaxmm.experiment.resolve_data` reads once: it infers the modalities and labels, standardises
+`jaxmm.own_data.resolve_data` reads once: it infers the modalities and labels, standardises
 each modality with training statistics and stores them with the run. The config is
 `jaxmm.own_data.default_config(method)`, whose docstring gives the template encoders per kind
 of array (tabular MLP, sequence Transformer, image AlexNet, all of width W =
@@ -20,14 +20,14 @@ Variant "smoke": W = 8, 4 steps at batch 8 (seconds on CPU).
 from __future__ import annotations
 
 from jaxmm import own_data
+from jaxmm.configs import common
 from jaxmm.experiment import ExperimentConfig
-from launch.configs import common
 
 VARIANTS = (None, common.SMOKE)
 METHODS = own_data.METHODS
 
 
 def get_config(variant: str | None = None, *, method_name: str = "comm") -> ExperimentConfig:
-    """`method_name` on the .npz of `data.path` (set it, then `experiment.resolve_data`)."""
+    """`method_name` on the .npz of `data.path` (set it, then `jaxmm.own_data.resolve_data`)."""
     common.check_variant("arrays", variant, VARIANTS)
     return own_data.default_config(method_name, smoke=variant == common.SMOKE)

@@ -5,7 +5,7 @@ reported numbers; this registry names every experiment. Every config has a "smok
 model and data, a few steps) that CI runs in seconds.
 
 Example:
-  >>> from launch import configs
+  >>> from jaxmm import configs
   >>> cfg = configs.get_config("comm_trifeature", "smoke")
   >>> configs.names()[:3]
   ['comm3_humor', 'comm3_vt', 'comm_mimic']
@@ -58,7 +58,7 @@ def names() -> list[str]:
 def _module(family: str):
     import importlib
 
-    return importlib.import_module(f"launch.configs.{family}")
+    return importlib.import_module(f"jaxmm.configs.{family}")
 
 
 def method_name(name: str) -> str:

@@ -32,12 +32,13 @@ synergy; CoMM is the only model that captures redundancy, uniqueness and synergy
 
 from __future__ import annotations
 
-from jaxmm.experiment import DataConfig, ExperimentConfig, MethodConfig, ModalityData
+from jaxmm.configs import common
+from jaxmm.data.inputs import DataConfig, ModalityData
+from jaxmm.experiment import ExperimentConfig, MethodConfig
 from jaxmm.methods.baselines import CrossConfig, CrossSelfConfig
 from jaxmm.methods.comm import CoMMConfig
 from jaxmm.methods.factorcl import FactorCLConfig
 from jaxmm.models import FusionConfig, HeadConfig, ModalityConfig, ModelConfig
-from launch.configs import common
 
 METHODS = ("comm", "cross", "cross_self", "factorcl")
 VARIANTS = (None, "paper", "biased", "paper_biased", common.SMOKE)

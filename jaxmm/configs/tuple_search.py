@@ -37,10 +37,11 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from jaxmm.experiment import ExperimentConfig, MethodConfig, ModalityData
+from jaxmm.configs import common, multibench, trifeature
+from jaxmm.data.inputs import ModalityData
+from jaxmm.experiment import ExperimentConfig, MethodConfig
 from jaxmm.methods.tuple_infonce import TupleInfoNCEConfig
 from jaxmm.sample_optimization import SearchConfig
-from launch.configs import common, multibench, trifeature
 
 VARIANTS = (None, common.SMOKE)
 DATASETS = ("trifeature", "mosi")

@@ -54,12 +54,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from jaxmm.experiment import DataConfig, ExperimentConfig, MethodConfig, ModalityData
+from jaxmm.configs import common
+from jaxmm.data.inputs import DataConfig, ModalityData
+from jaxmm.experiment import ExperimentConfig, MethodConfig
 from jaxmm.methods.comm import CoMMConfig
 from jaxmm.methods.factorcl import FactorCLConfig
 from jaxmm.methods.tuple_infonce import TupleInfoNCEConfig
 from jaxmm.models import FusionConfig, HeadConfig, ModalityConfig, ModelConfig
-from launch.configs import common
 
 VARIANTS = (None, common.SMOKE)
 # Registry dataset name -> MultiBench builder config.
