@@ -1,8 +1,19 @@
-"""Side by side: the official CoMM PyTorch train step vs the jaxmm jitted train step, same CPU.
+"""Side by side: the official CoMM / FactorCL PyTorch train steps vs jaxmm's jitted train step.
 
     pip install -e '.[official]'          # torch (+ einops), never needed by CI or the demo
     git clone https://github.com/Duplums/CoMM /path/to/CoMM
+    git clone https://github.com/pliang279/FactorCL /path/to/FactorCL
     python -m launch.bench_official --official-dir /path/to/CoMM [--threads 1] [--steps 20]
+    python -m launch.bench_official --official-dir /path/to/CoMM --factorcl-dir /path/to/FactorCL \
+        --configs mosi,mosi3,mimic,factorcl_synthetic,factorcl_mosi --threads 2
+
+Configs `tiny` and `32px` are toy CoMM steps (below); `mosi`, `mosi3`, `mimic` (CoMM) and
+`factorcl_synthetic`, `factorcl_mosi` (the full FactorCL step, critic optimisers included) are
+shaped like the papers' runs: see `jaxmm.benchmarks.official_multibench`. `--official-dir` is
+needed for the CoMM configs, `--factorcl-dir` for the FactorCL ones; `--batch` overrides each
+config's default batch (64; FactorCL: 256 synthetic, 32 MOSI, as the official notebooks).
+`--unfused` adds, for each FactorCL config, a row where jaxmm runs the critic update and the main
+update as two compiled calls (the official loop's structure) instead of one.
 
 No official code is part of jaxmm: it is imported from the user's checkout at run time
 (`pl_modules.comm.CoMM`, `models.mmfusion.MMFusion`, `models.input_adapters`, `models.mlp.MLP`,
@@ -46,8 +57,11 @@ import argparse
 import os
 import sys
 
+from jaxmm.benchmarks import official_multibench as multibench
 from jaxmm.benchmarks.official import (
-    CONFIGS,
+    CONFIGS as TOY_CONFIGS,
+)
+from jaxmm.benchmarks.official import (
     conv_layers,
     conv_what_ifs,
     encoders_only,
@@ -63,9 +77,12 @@ def main(argv=None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--official-dir", required=True, help="checkout of github.com/Duplums/CoMM")
-    p.add_argument("--configs", default=",".join(CONFIGS))
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--official-dir", help="checkout of github.com/Duplums/CoMM (CoMM configs)")
+    p.add_argument(
+        "--factorcl-dir", help="checkout of github.com/pliang279/FactorCL (FactorCL configs)"
+    )
+    p.add_argument("--configs", default=",".join(TOY_CONFIGS))
+    p.add_argument("--batch", type=int, default=None, help="default: each config's own")
     p.add_argument("--steps", type=int, default=20, help="timed steps per side (medians)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch and XLA CPU threads")
@@ -84,13 +101,35 @@ def main(argv=None) -> int:
         action="store_true",
         help="add a table of the 32px encoders' convolution passes, XLA vs torch, one per call",
     )
+    p.add_argument(
+        "--unfused",
+        action="store_true",
+        help="FactorCL configs: add a row with the critic and main updates as two jaxmm calls",
+    )
     args = p.parse_args(argv)
     names = args.configs.split(",")
-    bad = [n for n in names if n not in CONFIGS]
+    known = TOY_CONFIGS + multibench.CONFIGS
+    bad = [n for n in names if n not in known]
     if bad:
-        p.error(f"--configs: unknown {bad}; expected a subset of {list(CONFIGS)}")
-    if not os.path.isfile(os.path.join(args.official_dir, "pl_modules", "comm.py")):
-        p.error(f"--official-dir: {args.official_dir!r} has no pl_modules/comm.py (CoMM checkout?)")
+        p.error(f"--configs: unknown {bad}; expected a subset of {list(known)}")
+    dirs = []
+    if any(n not in multibench.FACTORCL_CONFIGS for n in names):
+        if not args.official_dir or not os.path.isfile(
+            os.path.join(args.official_dir, "pl_modules", "comm.py")
+        ):
+            p.error(
+                f"--official-dir: {args.official_dir!r} has no pl_modules/comm.py (CoMM checkout?)"
+            )
+        dirs.append(args.official_dir)
+    if any(n in multibench.FACTORCL_CONFIGS for n in names):
+        if not args.factorcl_dir or not os.path.isfile(
+            os.path.join(args.factorcl_dir, "multibench_model.py")
+        ):
+            p.error(
+                f"--factorcl-dir: {args.factorcl_dir!r} has no multibench_model.py "
+                "(FactorCL checkout?)"
+            )
+        dirs.append(args.factorcl_dir)
     set_threads(args.threads)
     try:
         import torch
@@ -98,32 +137,37 @@ def main(argv=None) -> int:
         p.error("torch is not installed: pip install -e '.[official]'")
     torch.set_num_threads(args.threads)
     stand_ins()
-    sys.path.insert(0, os.path.abspath(args.official_dir))
-    rows = [
-        run(
-            n,
-            args.official_dir,
-            batch=args.batch,
-            steps=args.steps,
-            warmup=args.warmup,
-            drop=not args.full_length_passes,
-        )
-        for n in names
-    ]
+    for d in dirs:
+        sys.path.insert(0, os.path.abspath(d))
+    rows = []
+    for n in names:
+        kw = dict(steps=args.steps, warmup=args.warmup, drop=not args.full_length_passes)
+        if n in TOY_CONFIGS:
+            rows.append(run(n, args.official_dir, batch=args.batch or 64, **kw))
+            continue
+        variants = (False, True) if args.unfused and n in multibench.FACTORCL_CONFIGS else (False,)
+        for unfused in variants:
+            rows.append(multibench.run(n, batch=args.batch, unfused=unfused, **kw))
+            print(_row_line(rows[-1]), flush=True)
     if args.encoders:
-        rows.append(encoders_only(args.batch, args.steps, args.warmup))
-    print(f"batch {args.batch}, {args.threads} thread(s), medians of {args.steps} steps")
+        rows.append(encoders_only(args.batch or 64, args.steps, args.warmup))
+    print(f"{args.threads} thread(s), medians of {args.steps} alternating steps")
     _table(rows)
     if args.layers:
-        layers = conv_layers(args.batch, args.steps, args.warmup)
-        print(f"\nconvolution passes at {2 * args.batch} images (one encoder; the step runs two)")
+        b = args.batch or 64
+        layers = conv_layers(b, args.steps, args.warmup)
+        print(f"\nconvolution passes at {2 * b} images (one encoder; the step runs two)")
         _table(layers)
         _conv_summary(layers, next((r for r in rows if r["config"] == "32px"), None), args.threads)
     return 0
 
 
+def _row_line(row: dict) -> str:
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+
+
 def _table(rows: list[dict]) -> None:
-    cols = list(rows[0])
+    cols = list(dict.fromkeys(c for r in rows for c in r))
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:

@@ -75,6 +75,21 @@ def stand_ins() -> None:
         ]
     if need("pandas"):
         sys.modules["pandas"] = module("pandas")
+    if need("sentence_transformers"):  # CoMM's models/transformer.py (its LanguageEncoder)
+        st = module("sentence_transformers")
+        st.SentenceTransformer = object
+        st.util = module("sentence_transformers.util")
+        st.util.batch_to_device = None
+        sys.modules["sentence_transformers"] = st
+        sys.modules["sentence_transformers.util"] = st.util
+    if need("torchvision"):  # FactorCL's multibench_model.py imports `transforms`, unused
+        tv = module("torchvision")
+        tv.transforms = module("torchvision.transforms")
+        sys.modules["torchvision"], sys.modules["torchvision.transforms"] = tv, tv.transforms
+    if not torch.cuda.is_available():
+        # FactorCL-SUP's forward moves its one-hot labels with `.cuda()`; on a CPU-only torch
+        # that is the identity here (every tensor of the step is on the CPU already).
+        torch.Tensor.cuda = lambda self, *args, **kwargs: self
     if need("PIL"):
         pil = module("PIL")
         pil.ImageFilter = module("PIL.ImageFilter")
