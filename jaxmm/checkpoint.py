@@ -437,7 +437,10 @@ class Checkpointer:
 
 def _config_dict(config: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return config_lib.to_dict(config)
+        # A config's own `to_dict` where it has one (ExperimentConfig leaves out the trainer's
+        # copies of optimizer / distributed), else the generic walk.
+        to_dict = getattr(config, "to_dict", None)
+        return to_dict() if callable(to_dict) else config_lib.to_dict(config)
     if isinstance(config, dict):
         return config
     raise ValueError(f"config must be a dataclass instance or a dict, got {type(config).__name__}")

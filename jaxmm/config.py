@@ -129,6 +129,10 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return f"Literal[{', '.join(repr(c) for c in typing.get_args(tp))}]"
+    if typing.get_origin(tp) is not None:  # tuple[int, ...], Mapping[str, Any], X | None
+        return str(tp).replace("typing.", "").replace("collections.abc.", "")
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -248,9 +252,12 @@ def _check_value(value: Any, tp: Any) -> Any:
         elem = args[0] if args else Any
         values = [_check_value(v, elem) for v in value]
         return tuple(values) if (origin or tp) is tuple else values
-    if origin is dict or tp is dict:
+    if origin in (dict, Mapping) or tp in (dict, Mapping):
         if not isinstance(value, Mapping):
             raise TypeError
+        args = typing.get_args(tp)
+        if len(args) == 2:
+            return {_check_value(k, args[0]): _check_value(v, args[1]) for k, v in value.items()}
         return dict(value)
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
@@ -272,6 +279,12 @@ def _set_path(cfg: Any, keys: list[str], raw: str, full_key: str) -> Any:
     tp = fields[name]
     if len(keys) > 1:
         child = getattr(cfg, name)
+        if _is_named_tuple_of_configs(child):
+            return dataclasses.replace(
+                cfg, **{name: _set_named(child, keys[1:], raw, full_key, f"{name}")}
+            )
+        if isinstance(child, Mapping):
+            return dataclasses.replace(cfg, **{name: _set_mapping(child, keys[1:], raw, full_key)})
         if not dataclasses.is_dataclass(child):
             raise ValueError(
                 f"Unknown config key {full_key!r}: {type(cfg).__name__}.{name} is a "
@@ -290,6 +303,74 @@ def _set_path(cfg: Any, keys: list[str], raw: str, full_key: str) -> Any:
             f"Bad value for config field {full_key!r}: {raw!r} is not a valid {_type_name(tp)}"
         ) from None
     return dataclasses.replace(cfg, **{name: value})
+
+
+def _is_named_tuple_of_configs(value: Any) -> bool:
+    return (
+        isinstance(value, tuple)
+        and bool(value)
+        and all(dataclasses.is_dataclass(v) and isinstance(getattr(v, "name", None), str)
+                for v in value)
+    )  # fmt: skip
+
+
+def _set_named(items: tuple, keys: list[str], raw: str, full_key: str, field: str) -> tuple:
+    """`field.<name>.rest=value` on a tuple of configs with a `name` (e.g. model.modalities)."""
+    names = [v.name for v in items]
+    if keys[0] not in names:
+        raise ValueError(f"Unknown config key {full_key!r}: {field} has no entry {keys[0]!r}; "
+                         f"entries: {names}")  # fmt: skip
+    if len(keys) == 1:
+        raise ValueError(
+            f"Config key {full_key!r} is a nested config; set its fields, one of "
+            f"{[f'{full_key}.{k}' for k in sorted(_field_types(type(items[0])))]}"
+        )
+    i = names.index(keys[0])
+    return (*items[:i], _set_path(items[i], keys[1:], raw, full_key), *items[i + 1 :])
+
+
+def _literal(text: str) -> Any:
+    """A value of an untyped mapping entry: none, bool, int, float, a tuple of those, or str."""
+    text = text.strip()
+    if text[:1] in "([" or "," in text:
+        inner = text[1:-1] if text[:1] in "([" and text[-1:] in ")]" else text
+        return tuple(_literal(t) for t in _split_top_level(inner))
+    if text.lower() in _NONE:
+        return None
+    for tp in (bool, int, float):
+        try:
+            return _parse_str(text, tp)
+        except (TypeError, ValueError):
+            continue
+    return _parse_str(text, str)
+
+
+def _type_of(value: Any) -> Any:
+    """The type an existing untyped entry keeps when overridden (tuple[int, ...] for (1, 2))."""
+    if isinstance(value, tuple) and value and len({type(v) for v in value}) == 1:
+        return tuple[type(value[0]), ...]
+    if isinstance(value, bool | int | float | str):
+        return type(value)
+    return None
+
+
+def _set_mapping(mapping: Mapping, keys: list[str], raw: str, full_key: str) -> dict:
+    """`field.<key>=value` on a dict-valued field (e.g. a modality's encoder_kwargs): the value
+    keeps the type of the entry it replaces, or is read as a literal for a new entry."""
+    key = keys[0]
+    if len(keys) > 1:
+        child = mapping.get(key)
+        if not isinstance(child, Mapping):
+            raise ValueError(f"Unknown config key {full_key!r}: entry {key!r} is not a mapping")
+        return {**mapping, key: _set_mapping(child, keys[1:], raw, full_key)}
+    tp = _type_of(mapping.get(key))
+    try:
+        value = _literal(raw) if tp is None else _parse_str(raw, tp)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Bad value for config field {full_key!r}: {raw!r} is not a valid {_type_name(tp)}"
+        ) from None
+    return {**mapping, key: value}
 
 
 def apply_overrides(cfg: T, overrides: Sequence[str]) -> T:
@@ -360,6 +441,16 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, _prefix: str = "") -> T:
             f"Unknown config key(s) {[_prefix + k for k in unknown]} for {cls.__name__}; "
             f"valid keys: {sorted(fields)}"
         )
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ValueError(
+            f"Missing config key(s) {[_prefix + k for k in missing]} for {cls.__name__}"
+        )
     kwargs = {}
     for name, value in data.items():
         tp = fields[name]
@@ -374,3 +465,22 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, _prefix: str = "") -> T:
                 f"{_type_name(tp)}"
             ) from None
     return cls(**kwargs)
+
+
+class Serializable:
+    """Mixin of every config dataclass: `to_dict` / `from_dict` by walking its fields.
+
+    The one serialiser of the project (`to_dict`, `from_dict` above): a field added to a config
+    is saved and restored without touching any serialisation code, and a stored dict missing a
+    field that has a default (a checkpoint written before the field existed) takes the default.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (tuples become lists)."""
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls: type[T], d: Mapping[str, Any]) -> T:
+        """Inverse of `to_dict`; an unknown or missing key or a wrongly typed value raises one
+        ValueError naming it."""
+        return from_dict(cls, d)

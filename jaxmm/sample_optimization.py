@@ -47,14 +47,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxmm.methods.common import MethodConfig
+from jaxmm.config import Serializable
 from jaxmm.methods.tuple_infonce import PIXEL_LEVEL, TupleHParams, TupleInfoNCE
 
 Groups = Literal["alpha", "beta", "joint"]
 
 
 @dataclasses.dataclass(frozen=True)
-class SearchConfig(MethodConfig):
+class SearchConfig(Serializable):
     """The REINFORCE search over TupleInfoNCE's (log alpha, beta)."""
 
     num_candidates: int = 5  # candidates per round (code: 5)

@@ -35,9 +35,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxmm import estimators
+from jaxmm.config import Serializable
 from jaxmm.methods.base import Batch, Metrics, Params
 from jaxmm.methods.common import (
-    MethodConfig,
     MethodModule,
     NNXMethod,
     check_temperature,
@@ -90,7 +90,7 @@ class _UnimodalMethod(NNXMethod):
 
 
 @dataclasses.dataclass(frozen=True)
-class CrossConfig(MethodConfig):
+class CrossConfig(Serializable):
     """CLIP between modalities (CoMM App. B.1 "Cross")."""
 
     proj_dim: int = 128  # projector output width (official MultiBench configs: 128 / 256)
@@ -154,7 +154,7 @@ class Cross(_UnimodalMethod):
 
 
 @dataclasses.dataclass(frozen=True)
-class CrossSelfConfig(MethodConfig):
+class CrossSelfConfig(Serializable):
     """Cross-modal + per-modality self-supervised NT-Xent (CoMM App. B.1 "Cross+Self")."""
 
     proj_dim: int = 256  # MLP head output width (official: 256)
@@ -212,7 +212,7 @@ class CrossSelf(_UnimodalMethod):
 
 
 @dataclasses.dataclass(frozen=True)
-class CMCConfig(MethodConfig):
+class CMCConfig(Serializable):
     """Contrastive Multiview Coding across modalities (official `cmc_heads`: linear, 256-d)."""
 
     proj_dim: int = 256  # head output width
@@ -255,7 +255,7 @@ class CMC(_UnimodalMethod):
 
 
 @dataclasses.dataclass(frozen=True)
-class ModalSupConConfig(MethodConfig):
+class ModalSupConConfig(Serializable):
     """FactorCL's SimCLR / SupCon baselines (official `SupConModel`, `Synthetic/`)."""
 
     use_labels: bool = True  # True: SupCon (same label = positive); False: FactorCL's "SimCLR"
@@ -357,7 +357,7 @@ class _FusedMethod(NNXMethod):
 
 
 @dataclasses.dataclass(frozen=True)
-class SimCLRConfig(MethodConfig):
+class SimCLRConfig(Serializable):
     """SimCLR on the fused multimodal input (the model config's projection head)."""
 
     temperature: float = 0.1  # NT-Xent temperature
@@ -391,7 +391,7 @@ class SimCLR(_FusedMethod):
 
 
 @dataclasses.dataclass(frozen=True)
-class SupConConfig(MethodConfig):
+class SupConConfig(Serializable):
     """Supervised contrastive loss on the fused embeddings (CoMM's fine-tuning, App. B.4)."""
 
     label_key: str = "label"  # key in batch["labels"]: int class ids (B,)

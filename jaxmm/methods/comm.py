@@ -45,9 +45,9 @@ import numpy as np
 from flax import nnx
 
 from jaxmm import estimators
+from jaxmm.config import Serializable
 from jaxmm.methods.base import STATE_UPDATES, Batch, Metrics, Params
 from jaxmm.methods.common import (
-    MethodConfig,
     NNXMethod,
     check_temperature,
     concat_views,
@@ -60,7 +60,7 @@ FULL = "full"
 
 
 @dataclasses.dataclass(frozen=True)
-class CoMMConfig(MethodConfig):
+class CoMMConfig(Serializable):
     """CoMM's objective (Eq. 7) and its loss ablations (Sec. 5, Fig. 5)."""
 
     temperature: float = 0.1  # NT-Xent temperature (App. B.4 / official config: 0.1)

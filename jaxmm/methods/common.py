@@ -1,5 +1,5 @@
-"""Shared pieces of the NNX methods (CoMM and its baselines): config (de)serialisation, batch
-access and the init / merge plumbing of the functional method contract (`jaxmm.methods.base`)."""
+"""Shared pieces of the NNX methods (CoMM and its baselines): batch access and the init /
+merge plumbing of the functional method contract (`jaxmm.methods.base`)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxmm import config as config_lib
 from jaxmm.methods.base import Batch, Params
 from jaxmm.models import ModelConfig, MultimodalModel, ProjectionHead, build_model
-
-
-class MethodConfig:
-    """Mixin: JSON round-trip for a frozen method-config dataclass (typed, unknown keys fail)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_lib.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]):
-        return config_lib.from_dict(cls, d)
 
 
 def check_temperature(name: str, temperature: float) -> None:

@@ -66,9 +66,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxmm import estimators
+from jaxmm.config import Serializable
 from jaxmm.critics import ConcatCritic, ConditionalConcatCritic
 from jaxmm.methods.base import Batch, Metrics, Params, path_names
-from jaxmm.methods.common import MethodConfig, NNXMethod, concat_views, dropout_rngs, get_view
+from jaxmm.methods.common import NNXMethod, concat_views, dropout_rngs, get_view
 from jaxmm.models import ModelConfig, MultimodalModel, ProjectionHead, build_model
 
 # The six terms, in the order of Eqs. 94-96 / 97-99: (name, kind, sign in the objective).
@@ -91,7 +92,7 @@ _INNER = "club_critics"  # top-level attribute holding the NCE-CLUB critics (phi
 
 
 @dataclasses.dataclass(frozen=True)
-class FactorCLConfig(MethodConfig):
+class FactorCLConfig(Serializable):
     """FactorCL-SSL / -SUP and the OurCL ablations (Liang et al. 2023, App. D.1-D.2)."""
 
     mode: Literal["ssl", "sup"] = "ssl"  # Y = augmentations (Eqs. 97-99) or labels (Eqs. 94-96)

@@ -58,9 +58,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmm import estimators
+from jaxmm.config import Serializable
 from jaxmm.methods.base import Batch, Metrics, Params
 from jaxmm.methods.common import (
-    MethodConfig,
     NNXMethod,
     check_temperature,
     concat_views,
@@ -93,7 +93,7 @@ class TupleHParams(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class TupleInfoNCEConfig(MethodConfig):
+class TupleInfoNCEConfig(Serializable):
     """TupleInfoNCE's loss and its default (non-searched) hyper-parameters."""
 
     temperature: float = 0.07  # tau of f(a, b) = exp(cos / tau) (paper and code: 0.07)

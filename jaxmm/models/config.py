@@ -1,10 +1,13 @@
-"""Typed model configs that round-trip through plain dicts / JSON (the checkpoint stores them)."""
+"""Typed model configs that round-trip through plain dicts / JSON (the checkpoint stores them)
+with the project's one serialiser, `jaxmm.config.Serializable`."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
+
+from jaxmm.config import Serializable
 
 _DTYPES = ("float32", "bfloat16", "float16")
 FUSION_KINDS = ("attention", "linear")
@@ -19,43 +22,8 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-def _thaw(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _thaw(v) for k, v in value.items()}
-    return value
-
-
-def _check_keys(cls: type, d: Mapping[str, Any]) -> None:
-    if not isinstance(d, Mapping):
-        raise ValueError(f"{cls.__name__}.from_dict needs a mapping, got {type(d).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in d:
-        if key not in names:
-            raise ValueError(
-                f"{cls.__name__}: unknown key {key!r}; expected a subset of {sorted(names)}"
-            )
-
-
-class _DictMixin:
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict (tuples become lists)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = v.to_dict() if isinstance(v, _DictMixin) else _thaw(v)
-        return out
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]):
-        """Inverse of `to_dict`; an unknown key raises ValueError naming it."""
-        _check_keys(cls, d)
-        return cls(**d)
-
-
 @dataclasses.dataclass(frozen=True)
-class ModalityConfig(_DictMixin):
+class ModalityConfig(Serializable):
     """One modality: its encoder and its latent converter (CoMM App. B.3)."""
 
     name: str  # key of the modality in batch["viewN"]["x"]
@@ -72,7 +40,7 @@ class ModalityConfig(_DictMixin):
 
 
 @dataclasses.dataclass(frozen=True)
-class FusionConfig(_DictMixin):
+class FusionConfig(Serializable):
     """CoMM fusion block: the attention fusion Transformer (App. B: 1 layer, 8 heads), or the
     "Concat + Linear" fusion of the Sec. 5 / Table 4 ablation (`kind="linear"`,
     `jaxmm.models.fusion.LinearFusion`; num_layers, num_heads and mlp_ratio are then unused)."""
@@ -94,7 +62,7 @@ class FusionConfig(_DictMixin):
 
 
 @dataclasses.dataclass(frozen=True)
-class HeadConfig(_DictMixin):
+class HeadConfig(Serializable):
     """Projection head on the fused embedding (CoMM: 3-layer MLP, Linear-BatchNorm-ReLU x 2 then
     Linear, as the official code's `_build_mlp`; norm="none" is the earlier no-norm head, kept
     for ablations). CoMM carries the BatchNorm running averages through the trainer and uses
@@ -116,7 +84,7 @@ class HeadConfig(_DictMixin):
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig(_DictMixin):
+class ModelConfig(Serializable):
     """A whole CoMM-style model; a new dataset needs one of these, not new model code."""
 
     modalities: tuple[ModalityConfig, ...]  # in fusion order
@@ -134,24 +102,3 @@ class ModelConfig(_DictMixin):
         if self.dtype not in _DTYPES:
             raise ValueError(f"ModelConfig.dtype must be one of {_DTYPES}, got {self.dtype!r}")
         object.__setattr__(self, "modalities", mods)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
-        _check_keys(cls, d)
-        for key in ("modalities", "fusion"):
-            if key not in d:
-                raise ValueError(f"ModelConfig: missing key {key!r}")
-        return cls(
-            modalities=tuple(ModalityConfig.from_dict(m) for m in d["modalities"]),
-            fusion=FusionConfig.from_dict(d["fusion"]),
-            head=HeadConfig.from_dict(d["head"]) if "head" in d else HeadConfig(),
-            dtype=d.get("dtype", "float32"),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "modalities": [m.to_dict() for m in self.modalities],
-            "fusion": self.fusion.to_dict(),
-            "head": self.head.to_dict(),
-            "dtype": self.dtype,
-        }
