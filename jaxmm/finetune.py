@@ -28,10 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxmm import estimators
+from jaxmm import estimators, optimizers
 from jaxmm import probe as probe_lib
 from jaxmm import probe_checkpoint as pc
-from jaxmm import train as train_lib
 from jaxmm.data import inputs, pipeline
 
 __all__ = ["FINETUNE_MODES", "FinetuneConfig", "finetune"]
@@ -144,7 +143,7 @@ def finetune(
     z0, _ = embeddings(run.params, fit_src)
     mean, std = jnp.mean(z0, 0), jnp.where(jnp.std(z0, 0) > 0, jnp.std(z0, 0), 1.0)
     head = {"w": jnp.zeros((z0.shape[1], k), jnp.float32), "b": jnp.zeros((k,), jnp.float32)}
-    tx = optax.adamw(config.lr, weight_decay=config.weight_decay, mask=train_lib.decay_mask)
+    tx = optax.adamw(config.lr, weight_decay=config.weight_decay, mask=optimizers.decay_mask)
     trainable = (run.params, head)
     opt_state = tx.init(trainable)
 

@@ -52,9 +52,6 @@ from jaxmm.data import inputs
 from jaxmm.data.inputs import ARRAYS_BUILDER, DataConfig, ModalityData
 from jaxmm.experiment import ExperimentConfig, MethodConfig
 from jaxmm.methods import registry
-from jaxmm.methods.baselines import CMCConfig, CrossConfig, CrossSelfConfig
-from jaxmm.methods.factorcl import FactorCLConfig
-from jaxmm.methods.tuple_infonce import TupleInfoNCEConfig
 from jaxmm.models import FusionConfig, HeadConfig, ModalityConfig, ModelConfig
 
 __all__ = ["METHODS", "default_config", "embed", "fit", "probe", "template_model"]
@@ -82,17 +79,9 @@ def template_model(width: int = WIDTH) -> ModelConfig:
 
 
 def _method(name: str, width: int) -> MethodConfig:
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; methods: {list(METHODS)}")
-    configs = {
-        "cross": CrossConfig(proj_dim=width),
-        "cross_self": CrossSelfConfig(proj_dim=width, head_hidden_dims=(width,)),
-        "cmc": CMCConfig(proj_dim=width),
-        "factorcl": FactorCLConfig(mode="ssl", critic_hidden=2 * width),
-        # Positive noise of one standard deviation of the standardised inputs.
-        "tuple_infonce": TupleInfoNCEConfig(beta=1.0),
-    }
-    return MethodConfig(name, configs.get(name))
+    if name not in registry.METHODS:  # built-ins and methods registered since (plug-ins)
+        raise ValueError(f"unknown method {name!r}; methods: {list(registry.METHODS)}")
+    return MethodConfig(name, registry.method_class(name).own_data_config(width))
 
 
 def default_config(method: str = "comm", *, smoke: bool = False) -> ExperimentConfig:
@@ -101,6 +90,7 @@ def default_config(method: str = "comm", *, smoke: bool = False) -> ExperimentCo
     smoke: W = 8 and 4 steps at batch 8 (seconds on CPU; tests).
     """
     width = 8 if smoke else WIDTH
+    method_cfg = _method(method, width)
     name = f"{method}_arrays"
     if smoke:
         train = TrainConfig(
@@ -121,11 +111,11 @@ def default_config(method: str = "comm", *, smoke: bool = False) -> ExperimentCo
         name=f"{name}_smoke" if smoke else name,
         data=DataConfig(
             builder=ARRAYS_BUILDER,
-            num_views=1 if method == "tuple_infonce" else 2,
+            num_views=registry.method_class(method_cfg.name).own_data_views,
             eval_batch_size=64 if smoke else 512,
         ),
         model=template_model(width),
-        method=_method(method, width),
+        method=method_cfg,
         optimizer=OptimizerConfig(lr=1e-3, weight_decay=1e-4, warmup_steps=0 if smoke else 50),
         train=train,
     )
@@ -287,20 +277,15 @@ def resolve_data(cfg: ExperimentConfig) -> ExperimentConfig:
     )
     mods = stats["modalities"]
     where = f"data.path {path!r}"
-    method_cls = registry.METHODS[cfg.method.name][0]
-    need = getattr(method_cls, "min_modalities", 1)
-    if len(mods) < need:
+    method_cls = registry.method_class(cfg.method.name)
+    mc = cfg.method.config
+    try:
+        method_cls.check_modalities(mc, list(mods))
+    except ValueError as e:
         found = ", ".join(f"{k!r} {(stats['num_examples'], *v['shape'])}" for k, v in mods.items())
         raise ValueError(
-            f"method {cfg.method.name!r} needs at least {need} modalities; {where} has "
-            f"{len(mods)}: {found} (a modality is a float array with >= 2 dims)"
-        )
-    mc = cfg.method.config
-    if cfg.method.name == "factorcl" and len(mods) > 2 and mc.modalities is None:
-        raise ValueError(
-            f"FactorCL models two modalities; {where} has {list(mods)}: choose two with "
-            "--set data.modalities=a,b"
-        )
+            f"{where}: {e} (found {found}; a modality is a float array with >= 2 dims)"
+        ) from None
     templates = {m.name: m for m in cfg.model.modalities}
     sigma = {arrays_lib.TABULAR: data.tabular_sigma, arrays_lib.SEQUENCE: data.sequence_sigma}
     mod_data, model_mods = [], []

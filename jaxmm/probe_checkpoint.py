@@ -34,7 +34,7 @@ import jax
 import numpy as np
 
 from jaxmm import checkpoint as ckpt_lib
-from jaxmm import experiment, validation
+from jaxmm import distributed, experiment, validation
 from jaxmm import probe as probe_lib
 from jaxmm import train as train_lib
 from jaxmm import workdir as workdir_lib
@@ -137,7 +137,7 @@ def _load_step(ckpt: ckpt_lib.Checkpointer, directory: str, step: int) -> Loaded
             f"Checkpoint {where} holds an unusable config: {ckpt_lib.one_line(e, 400)}"
         ) from e
     # One device: probing is a single-process pass over small frozen embeddings.
-    mesh = train_lib.make_mesh(jax.local_devices()[:1])
+    mesh = distributed.make_mesh(jax.local_devices()[:1])
     trainer = train_lib.Trainer(method, experiment.train_config(cfg), example, mesh=mesh)
     state = ckpt.restore(trainer.abstract_state(), step=step)
     return LoadedRun(config=cfg, method=method, params=state.params, step=step, directory=directory)

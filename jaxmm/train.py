@@ -74,12 +74,12 @@ from jax.sharding import PartitionSpec as P
 from jaxmm import checkpoint as ckpt_lib
 from jaxmm import progress
 from jaxmm import workdir as workdir_lib
-from jaxmm.config import OptimizerConfig, TrainConfig
+from jaxmm.config import TrainConfig
+from jaxmm.distributed import DATA_AXIS, make_mesh, shard_batch
 from jaxmm.methods import base
+from jaxmm.optimizers import make_optimizers
 
 log = logging.getLogger(__name__)
-
-DATA_AXIS = "data"
 
 
 @flax.struct.dataclass
@@ -107,157 +107,6 @@ class Preempted(Exception):  # noqa: N818 (an event, not a failure)
     def __init__(self, message: str, step: int):
         super().__init__(message)
         self.step = step
-
-
-# ------------------------------------------------------------------------------------------------
-# Devices and processes.
-
-
-def maybe_initialize_distributed(
-    coordinator_address: str | None, num_processes: int | None, process_id: int | None
-) -> bool:
-    """Joins a multi-process JAX job when more than one process is configured.
-
-    Call it first, before anything touches `jax.devices()`. On CPU the cross-process collectives
-    use gloo (chosen before initialisation). Each process then sees every device in
-    `jax.devices()` and its own in `jax.local_devices()`. With a `DistributedConfig` `d`:
-    `maybe_initialize_distributed(**dataclasses.asdict(d))`.
-
-    Args:
-      coordinator_address: "host:port" of process 0.
-      num_processes: total number of processes; None or 1 means single-process (nothing happens).
-      process_id: this process's index.
-
-    Returns:
-      Whether `jax.distributed.initialize` was called.
-
-    Raises:
-      ValueError: several processes but no coordinator address or an out-of-range process id.
-    """
-    if num_processes is None or num_processes <= 1:
-        return False
-    if not coordinator_address:
-        raise ValueError(f"num_processes={num_processes} needs a coordinator_address ('host:port')")
-    if process_id is None or not 0 <= process_id < num_processes:
-        raise ValueError(f"process_id must be in [0, {num_processes}), got {process_id}")
-    # Without gloo, CPU devices of different processes cannot share a collective; the setting
-    # only concerns the CPU backend, so it is harmless on accelerators.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=coordinator_address,
-        num_processes=num_processes,
-        process_id=process_id,
-    )
-    return True
-
-
-def make_mesh(devices: list[jax.Device] | None = None) -> jax.sharding.Mesh:
-    """A 1-D data-parallel mesh over `devices` (default: all devices of all processes)."""
-    devices = list(jax.devices()) if devices is None else list(devices)
-    return jax.make_mesh(
-        (len(devices),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
-    )
-
-
-def shard_batch(local_batch: Any, mesh: jax.sharding.Mesh) -> Any:
-    """This process's slice of the batch -> global arrays sharded on the leading dimension.
-
-    Raises:
-      ValueError: leaves disagree on the batch size, or it does not split over the local devices.
-    """
-    leaves = jax.tree.leaves(local_batch)
-    sizes = {np.shape(x)[0] if np.ndim(x) else None for x in leaves}
-    if len(sizes) != 1 or None in sizes:
-        raise ValueError(f"batch leaves must share a leading batch dimension, got sizes {sizes}")
-    (local,) = sizes
-    n_local = len(set(mesh.devices.flat) & set(jax.local_devices()))
-    if local % n_local:
-        raise ValueError(
-            f"local batch size {local} is not divisible by this process's {n_local} devices"
-        )
-    sharding = NamedSharding(mesh, P(DATA_AXIS))
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
-
-
-# ------------------------------------------------------------------------------------------------
-# Optimizers.
-
-
-def make_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
-    """Linear warm-up from 0 to `cfg.lr`, then cosine decay to `lr * end_lr_factor` or constant."""
-    if cfg.warmup_steps >= total_steps and cfg.schedule == "cosine":
-        raise ValueError(
-            f"optimizer.warmup_steps ({cfg.warmup_steps}) must be < train.steps ({total_steps})"
-        )
-    if cfg.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(
-            init_value=0.0,
-            peak_value=cfg.lr,
-            warmup_steps=cfg.warmup_steps,
-            decay_steps=total_steps,
-            end_value=cfg.lr * cfg.end_lr_factor,
-        )
-    if cfg.schedule == "constant":
-        if cfg.warmup_steps == 0:
-            return optax.constant_schedule(cfg.lr)
-        return optax.join_schedules(
-            [optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps), optax.constant_schedule(cfg.lr)],
-            [cfg.warmup_steps],
-        )
-    raise ValueError(f"optimizer.schedule must be 'cosine' or 'constant', got {cfg.schedule!r}")
-
-
-def _decayed(path: tuple[str, ...], p: Any) -> bool:
-    if jnp.ndim(p) < 2:
-        return False
-    return not any("bias" in name or name.startswith(("ln", "bn", "norm")) for name in path)
-
-
-def decay_mask(params: Any) -> Any:
-    """True for parameters that get weight decay, the official CoMM rule (utils.py,
-    `set_weight_decay_per_param`): not if ndim < 2 or named bias / ln / bn. Here: no decay for
-    ndim < 2 or a path component containing "bias" or naming a norm layer
-    (starting with ln / bn / norm), e.g. the feature tokenizer's (F, D) bias."""
-    return jax.tree_util.tree_map_with_path(lambda k, p: _decayed(base.path_names(k), p), params)
-
-
-def _adamw(cfg: OptimizerConfig, lr: float | optax.Schedule) -> optax.GradientTransformation:
-    parts = []
-    if cfg.clip_norm is not None:
-        parts.append(optax.clip_by_global_norm(cfg.clip_norm))
-    parts.append(
-        optax.adamw(
-            lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask
-        )
-    )
-    return optax.chain(*parts)
-
-
-def make_optimizers(
-    cfg: OptimizerConfig, total_steps: int, labels: Any = None
-) -> tuple[optax.GradientTransformation, optax.GradientTransformation | None, optax.Schedule]:
-    """The main optimizer, the inner one (None without `labels`) and the main lr schedule.
-
-    Args:
-      cfg: optimizer config.
-      total_steps: length of the run (for the cosine schedule).
-      labels: a pytree like the params with leaves `base.INNER` / `base.MAIN`, for methods with an
-        inner objective. The main optimizer then zeroes inner updates and vice versa; clipping
-        applies to each optimizer's own parameters.
-
-    Returns:
-      (main transformation, inner transformation or None, schedule).
-    """
-    schedule = make_schedule(cfg, total_steps)
-    main = _adamw(cfg, schedule)
-    if labels is None:
-        return main, None, schedule
-    # The critic tracks a moving target (the encoders), so it keeps a constant learning rate.
-    inner = _adamw(cfg, cfg.lr if cfg.inner_lr is None else cfg.inner_lr)
-    zero = optax.set_to_zero()
-    main = optax.multi_transform({base.MAIN: main, base.INNER: zero}, labels)
-    inner = optax.multi_transform({base.INNER: inner, base.MAIN: zero}, labels)
-    return main, inner, schedule
 
 
 # ------------------------------------------------------------------------------------------------

@@ -11,9 +11,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import re
 from typing import Any
 
 import jax
@@ -22,30 +20,8 @@ import numpy as np
 from jaxmm import config as config_lib
 from jaxmm.data import augment as aug_lib
 from jaxmm.data.inputs import ARRAYS_BUILDER, KIND_RANK, DataConfig, data_spec, tfds_builder
-from jaxmm.experiment import ExperimentConfig, MethodConfig, build_method
-
-# Methods whose loss always reads both augmented views (the others name theirs in `*view` fields).
-_TWO_VIEW_METHODS = ("comm", "simclr", "supcon", "cross_self")
-
-
-def _views_needed(method: MethodConfig) -> int:
-    n = 2 if method.name in _TWO_VIEW_METHODS else 1
-    c = method.config
-    for f in dataclasses.fields(c):
-        if getattr(c, "mode", None) != "ssl" and f.name == "aug_view":
-            continue  # FactorCL-SUP reads no augmented view
-        v = getattr(c, f.name)
-        if f.name.endswith("view") and isinstance(v, str) and re.fullmatch(r"view\d+", v):
-            n = max(n, int(v[4:]))
-    return n
-
-
-def _labels_needed(method: MethodConfig) -> list[str]:
-    c = method.config
-    if not hasattr(c, "label_key") or getattr(c, "mode", "sup") != "sup":
-        return []
-    return [c.label_key]
-
+from jaxmm.experiment import ExperimentConfig, build_method
+from jaxmm.methods import registry as method_registry
 
 # ------------------------------------------------------------------------------------------------
 # Validation.
@@ -128,13 +104,15 @@ def validate(cfg: ExperimentConfig, *, trace: bool = True) -> None:
             + (f"; data.modalities lacks {lacking}" if lacking else "")
             + (f"; the model does not use {unused}" if unused else "")
         )
-    for key in _labels_needed(cfg.method):
+    # What the method reads is declared by its class (`jaxmm.methods.common.NNXMethod`).
+    method_cls = method_registry.method_class(cfg.method.name)
+    for key in method_cls.labels_read(cfg.method.config):
         if key not in data.labels:
             raise ValueError(
                 f"{where}: method {cfg.method.name!r} reads label {key!r} "
                 f"(method.config.label_key) but data.labels is {list(data.labels)}"
             )
-    views = _views_needed(cfg.method)
+    views = method_cls.views_read(cfg.method.config)
     if views > data.num_views:
         raise ValueError(
             f"{where}: method {cfg.method.name!r} reads view{views} but "

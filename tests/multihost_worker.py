@@ -82,9 +82,10 @@ def main(
 ) -> int:
     import dataclasses
 
+    from jaxmm import distributed
     from jaxmm import train as train_lib
 
-    train_lib.maybe_initialize_distributed(f"localhost:{port}", num_processes, process_id)
+    distributed.maybe_initialize_distributed(f"localhost:{port}", num_processes, process_id)
     assert jax.process_count() == num_processes, jax.process_count()
     local = GLOBAL_BATCH // num_processes
     lo = process_id * local

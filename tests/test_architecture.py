@@ -32,3 +32,12 @@ def test_the_checker_sees_imports(tmp_path):
     src = tmp_path / "m.py"
     src.write_text("def f():\n    from launch import configs\n    import launch.train\n")
     assert _imported_modules(src) == {"launch", "launch.train"}
+
+
+def test_no_library_module_over_700_lines():
+    """A module that outgrows 700 lines holds more than one idea: split it along its concerns."""
+    sizes = {
+        str(p.relative_to(ROOT)): len(p.read_text().splitlines())
+        for p in (ROOT / "jaxmm").rglob("*.py")
+    }
+    assert not {p: n for p, n in sizes.items() if n > 700}

@@ -9,8 +9,8 @@ import pytest
 from jax.experimental import checkify
 from jax.sharding import PartitionSpec as P
 
+from jaxmm import distributed
 from jaxmm import estimators as E
-from jaxmm import train as train_lib
 
 _ONE = np.ones((1, 1), np.float32)
 _Z1 = np.ones((1, 3), np.float32)
@@ -53,7 +53,7 @@ def test_one_sample_per_device_is_fine_when_the_global_batch_is_larger(name):
     want = float(_EMBED_FNS[name](za, zb))
     fn = _EMBED_FNS[name]
     for devices, expect_error in ((jax.devices()[:8], False), (jax.devices()[:1], True)):
-        mesh = train_lib.make_mesh(devices)
+        mesh = distributed.make_mesh(devices)
         n = len(devices)
         per_device = jax.shard_map(
             lambda a, b: fn(a, b, axis_name="data"),

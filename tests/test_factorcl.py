@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from jaxmm import distributed, optimizers
 from jaxmm import train as train_lib
 from jaxmm.config import OptimizerConfig, TrainConfig
 from jaxmm.methods import base
@@ -232,7 +233,7 @@ def test_trainer_optimizers_inner_moves_only_club_critics_main_leaves_them():
     batch = batches(1)[0]
     params = m.init(jax.random.key(0), batch)
     labels = base.inner_labels(params, m.inner_param_filter)
-    tx, inner_tx, _ = train_lib.make_optimizers(
+    tx, inner_tx, _ = optimizers.make_optimizers(
         OptimizerConfig(lr=1e-2, weight_decay=1e-2, schedule="constant"), 10, labels
     )
 
@@ -266,7 +267,7 @@ def test_data_parallel_loss_and_grads_equal_single_device():
     m = method("ssl")
     batch = batches(1)[0]
     params = m.init(jax.random.key(0), batch)
-    mesh = train_lib.make_mesh(jax.devices()[:8])
+    mesh = distributed.make_mesh(jax.devices()[:8])
 
     def per_device(p, b):
         def obj(q):
@@ -303,7 +304,10 @@ def test_training_reduces_loss_finite_metrics_no_retrace():
     data = batches(4, seed=3)
     steps = 40
     trainer = train_lib.Trainer(
-        m, _config(steps=steps, inner_steps=1), data[0], mesh=train_lib.make_mesh(jax.devices()[:1])
+        m,
+        _config(steps=steps, inner_steps=1),
+        data[0],
+        mesh=distributed.make_mesh(jax.devices()[:1]),
     )
     state = trainer.init_state()
     losses = []  # each step's loss is measured before its update: same 4 batches at both ends

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from jaxmm import checkpoint as ckpt_lib
+from jaxmm import distributed
 from jaxmm import train as train_lib
 from jaxmm import workdir as workdir_lib
 from jaxmm.config import OptimizerConfig, TrainConfig
@@ -38,7 +39,7 @@ def _method():
 
 
 def _mesh():
-    return train_lib.make_mesh(jax.devices()[:1])  # one device compiles fastest
+    return distributed.make_mesh(jax.devices()[:1])  # one device compiles fastest
 
 
 def _pipeline():
@@ -333,6 +334,7 @@ sys.path.insert(0, {tests!r})
 from test_faults import _config, _method, _mesh, _pipeline
 from jaxmm import checkpoint as ckpt_lib
 from jaxmm import train as train_lib
+from jaxmm import distributed
 from jaxmm import workdir as workdir_lib
 
 save = ckpt_lib.Checkpointer.save
@@ -378,6 +380,7 @@ import sys
 sys.path.insert(0, {tests!r})
 from test_faults import _config, _method, _mesh, _pipeline
 from jaxmm import train as train_lib
+from jaxmm import distributed
 from jaxmm import workdir as workdir_lib
 
 cfg = _config({workdir!r}, steps=1_000_000, ckpt_every=1000, log_every=1)
@@ -457,6 +460,7 @@ sys.path.insert(0, {tests!r})
 from test_faults import _config, _method, _mesh, _pipeline
 from jaxmm import checkpoint as ckpt_lib
 from jaxmm import train as train_lib
+from jaxmm import distributed
 from jaxmm import workdir as workdir_lib
 
 save = ckpt_lib.Checkpointer.save

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from jaxmm import checkpoint as ckpt_lib
+from jaxmm import distributed
 from jaxmm import train as train_lib
 from jaxmm import workdir as workdir_lib
 
@@ -89,7 +90,7 @@ def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
         assert code == 0, f"process {i} failed:\n{log[-4000:]}"
 
     # Reference: one process, one device, the whole global batch.
-    mesh = train_lib.make_mesh(jax.devices()[:1])
+    mesh = distributed.make_mesh(jax.devices()[:1])
     batches = worker.global_batches()
     cfg = worker.make_config(str(tmp_path / "unused"))
     trainer = train_lib.Trainer(worker.make_method(), cfg, batches[0], mesh=mesh)

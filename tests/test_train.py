@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmm import estimators
+from jaxmm import distributed, estimators, optimizers
 from jaxmm import train as train_lib
 from jaxmm.config import OptimizerConfig, TrainConfig
 from jaxmm.methods import base
@@ -88,7 +88,7 @@ def test_adamw_decays_only_matrices():
     cfg = OptimizerConfig(lr=0.1, weight_decay=0.5, schedule="constant")
     method = ToyContrastive(**SMALL)
     params = jax.jit(method.init)(jax.random.key(0), _batches(1)[0])
-    tx, _, _ = train_lib.make_optimizers(cfg, total_steps=10)
+    tx, _, _ = optimizers.make_optimizers(cfg, total_steps=10)
 
     @jax.jit
     def apply_zero_grads(params):
@@ -107,7 +107,7 @@ def test_adamw_decays_only_matrices():
 
 def test_warmup_cosine_schedule_matches_closed_form():
     cfg = OptimizerConfig(lr=2.0, warmup_steps=10, end_lr_factor=0.1)
-    schedule = train_lib.make_schedule(cfg, total_steps=110)
+    schedule = optimizers.make_schedule(cfg, total_steps=110)
     for t in (0, 5, 10, 35, 60, 110):
         if t < 10:
             want = 2.0 * t / 10
@@ -115,7 +115,7 @@ def test_warmup_cosine_schedule_matches_closed_form():
             want = 0.2 + (2.0 - 0.2) * 0.5 * (1 + math.cos(math.pi * (t - 10) / 100))
         np.testing.assert_allclose(float(schedule(t)), want, rtol=1e-6)
     with pytest.raises(ValueError, match="warmup_steps"):
-        train_lib.make_schedule(cfg, total_steps=10)
+        optimizers.make_schedule(cfg, total_steps=10)
 
 
 def test_data_parallel_step_equals_single_device_step():
@@ -131,7 +131,7 @@ def test_data_parallel_step_equals_single_device_step():
     )
     results = []
     for devices in (jax.devices()[:8], jax.devices()[:1]):
-        mesh = train_lib.make_mesh(devices)
+        mesh = distributed.make_mesh(devices)
         trainer = train_lib.Trainer(
             ToyContrastive(critic_weight=0.5, **SMALL), cfg, batches[0], mesh=mesh
         )

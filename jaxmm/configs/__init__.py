@@ -4,6 +4,13 @@ Each family module (`trifeature`, `synthetic`, `multibench`) documents the paper
 reported numbers; this registry names every experiment. Every config has a "smoke" variant (tiny
 model and data, a few steps) that CI runs in seconds.
 
+An entry is `name: (family, kwargs)`: the family is a module of this package or, for a config
+defined outside it (a plug-in method's own file), an importable module name; the module has
+`VARIANTS` and `get_config(variant, **kwargs)`. Every registered method, plug-ins included,
+also has `<method>_arrays` (README "Your own data"). Adding an experiment is one entry:
+
+  >>> configs.CONFIGS["my_method_trifeature"] = ("my_package.my_method", {})
+
 Example:
   >>> from jaxmm import configs
   >>> cfg = configs.get_config("comm_trifeature", "smoke")
@@ -51,14 +58,16 @@ CONFIGS: dict[str, tuple[str, dict]] = _entries()  # name -> (family module, its
 
 
 def names() -> list[str]:
-    """Registered experiment names, sorted."""
-    return sorted(CONFIGS)
+    """Registered experiment names, sorted (with `<method>_arrays` of methods registered since)."""
+    from jaxmm.methods.registry import METHODS
+
+    return sorted(set(CONFIGS) | {f"{m}_arrays" for m in METHODS})
 
 
 def _module(family: str):
     import importlib
 
-    return importlib.import_module(f"jaxmm.configs.{family}")
+    return importlib.import_module(f"jaxmm.configs.{family}" if family in _FAMILIES else family)
 
 
 def method_name(name: str) -> str:
@@ -66,6 +75,8 @@ def method_name(name: str) -> str:
     family, kwargs = _lookup(name)
     if family == "arrays":
         return kwargs["method_name"]
+    if family not in _FAMILIES:  # a config defined outside this package: build it to read it
+        return get_config(name, variants(name)[-1]).method.name
     if family == "synthetic":
         return {
             "factorcl_ssl": "factorcl",
@@ -83,6 +94,10 @@ def variants(name: str) -> tuple[str | None, ...]:
 
 
 def _lookup(name: str) -> tuple[str, dict]:
+    from jaxmm.methods.registry import METHODS
+
+    if name not in CONFIGS and name.endswith("_arrays") and name[: -len("_arrays")] in METHODS:
+        return "arrays", {"method_name": name[: -len("_arrays")]}
     if name not in CONFIGS:
         raise ValueError(f"unknown experiment config {name!r}; configs: {names()}")
     return CONFIGS[name]

@@ -228,13 +228,13 @@ def probe_init(cfg) -> dict[str, Any]:
     import jax
     import numpy as np
 
-    from jaxmm import experiment, validation
+    from jaxmm import distributed, experiment, validation
     from jaxmm import probe_checkpoint as pc
     from jaxmm import train as train_lib
 
     method = experiment.build_method(cfg)
     example = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), validation.example_spec(cfg))
-    mesh = train_lib.make_mesh(jax.local_devices()[:1])
+    mesh = distributed.make_mesh(jax.local_devices()[:1])
     trainer = train_lib.Trainer(method, experiment.train_config(cfg), example, mesh=mesh)
     run = pc.LoadedRun(cfg, method, trainer.init_state().params, 0, "(initialisation)")
     return probe_report(run, [t for _, _, names in EXPERIMENTS for t in names])

@@ -45,6 +45,7 @@ from jaxmm import configs, experiment, progress, validation
 from jaxmm.configs import tuple_search
 from jaxmm.data import inputs, pipeline
 from jaxmm.experiments import training
+from jaxmm.methods.tuple_infonce import TupleInfoNCEConfig
 
 log = logging.getLogger("launch.search")
 
@@ -119,7 +120,7 @@ def prepare(cfg: experiment.ExperimentConfig, search: tuple_search.TupleSearchCo
     """Validates the pair before any compute (one ValueError naming what is wrong)."""
     import jax
 
-    if cfg.method.name != "tuple_infonce":
+    if not isinstance(cfg.method.config, TupleInfoNCEConfig):
         raise ValueError(
             f"config {cfg.name!r}: the search optimises TupleInfoNCE, got method "
             f"{cfg.method.name!r}"
@@ -278,6 +279,7 @@ def run(cfg: experiment.ExperimentConfig, search: tuple_search.TupleSearchConfig
     import jax
     import jax.numpy as jnp
 
+    from jaxmm import distributed
     from jaxmm import sample_optimization as so_lib
     from jaxmm import train as train_lib
 
@@ -286,7 +288,7 @@ def run(cfg: experiment.ExperimentConfig, search: tuple_search.TupleSearchConfig
     names = tuple(method.modality_names)
     # One device: the candidates are vmapped; the state uses the trainer's structures, so the
     # checkpoint is the TrainState `launch.probe` restores.
-    mesh = train_lib.make_mesh(jax.local_devices()[:1])
+    mesh = distributed.make_mesh(jax.local_devices()[:1])
     trainer = train_lib.Trainer(method, experiment.train_config(cfg), example, mesh=mesh)
     optimizer = so_lib.SampleOptimizer(method, trainer.tx, search)
     val = reward_batch(cfg, search)

@@ -35,7 +35,7 @@ import logging
 import os
 
 from jaxmm import checkpoint as ckpt_lib
-from jaxmm import experiment, validation
+from jaxmm import distributed, experiment, validation
 from jaxmm import train as train_lib
 from jaxmm import workdir as workdir_lib
 from jaxmm.data import inputs
@@ -95,7 +95,7 @@ def prepare(cfg: experiment.ExperimentConfig) -> None:
     """
     import jax
 
-    train_lib.maybe_initialize_distributed(**dataclasses.asdict(cfg.distributed))
+    distributed.maybe_initialize_distributed(**dataclasses.asdict(cfg.distributed))
     validation.validate(cfg)
     validation.check_run(cfg, num_devices=jax.device_count())
     check_workdir(cfg)

@@ -46,6 +46,7 @@ from jaxmm.methods.common import (
     get_view,
     unimodal_heads,
 )
+from jaxmm.methods.registry import register
 from jaxmm.models import ModelConfig, MultimodalModel
 
 LN_100 = math.log(100.0)
@@ -108,6 +109,7 @@ class CrossConfig(Serializable):
             )
 
 
+@register
 class Cross(_UnimodalMethod):
     """CLIP-style cross-modal contrastive learning; see the module docstring.
 
@@ -120,7 +122,11 @@ class Cross(_UnimodalMethod):
       >>> loss, metrics = method.loss(method.init(key, batch), batch, key)
     """
 
-    name = "cross"
+    name, config_class = "cross", CrossConfig
+
+    @classmethod
+    def own_data_config(cls, width: int) -> CrossConfig:
+        return CrossConfig(proj_dim=width)
 
     def __init__(
         self, model_config: ModelConfig | Mapping[str, Any], config: CrossConfig | None = None
@@ -171,13 +177,22 @@ class CrossSelfConfig(Serializable):
             raise ValueError(f"CrossSelfConfig.ssl_scale must be >= 0, got {self.ssl_scale}")
 
 
+@register
 class CrossSelf(_UnimodalMethod):
     """SLIP-style: ``mean_pairs NTXent(p_a, p_b) + ssl_scale * mean_m NTXent(p'_m, p''_m)``.
 
     Both terms go through the same per-modality heads (official `CrossSelf.forward`).
     """
 
-    name = "cross_self"
+    name, config_class = "cross_self", CrossSelfConfig
+
+    @classmethod
+    def views_read(cls, config) -> int:
+        return 2  # the loss contrasts view1 with view2
+
+    @classmethod
+    def own_data_config(cls, width: int) -> CrossSelfConfig:
+        return CrossSelfConfig(proj_dim=width, head_hidden_dims=(width,))
 
     def __init__(
         self, model_config: ModelConfig | Mapping[str, Any], config: CrossSelfConfig | None = None
@@ -224,10 +239,15 @@ class CMCConfig(Serializable):
         check_temperature("CMCConfig", self.temperature)
 
 
+@register
 class CMC(_UnimodalMethod):
     """CMC (Tian et al. 2020, "full graph"): mean NT-Xent over all C(n, 2) modality pairs."""
 
-    name = "cmc"
+    name, config_class = "cmc", CMCConfig
+
+    @classmethod
+    def own_data_config(cls, width: int) -> CMCConfig:
+        return CMCConfig(proj_dim=width)
 
     def __init__(
         self, model_config: ModelConfig | Mapping[str, Any], config: CMCConfig | None = None
@@ -273,6 +293,7 @@ class ModalSupConConfig(Serializable):
             raise ValueError(f"ModalSupConConfig.proj_dim must be >= 1, got {self.proj_dim}")
 
 
+@register
 class ModalSupCon(_UnimodalMethod):
     """SupCon L_out (Khosla et al. 2020, Eq. 2) with the MODALITIES as the views of a sample.
 
@@ -286,7 +307,11 @@ class ModalSupCon(_UnimodalMethod):
     `embed` is ``[e1(x1), e2(x2)]``, the official `get_embedding`.
     """
 
-    name = "modal_supcon"
+    name, config_class = "modal_supcon", ModalSupConConfig
+
+    @classmethod
+    def labels_read(cls, config: ModalSupConConfig) -> tuple[str, ...]:
+        return (config.label_key,) if config.use_labels else ()
 
     def __init__(
         self,
@@ -366,13 +391,18 @@ class SimCLRConfig(Serializable):
         check_temperature("SimCLRConfig", self.temperature)
 
 
+@register
 class SimCLR(_FusedMethod):
     """NT-Xent between the fused (full-mask) projections of the two views (Chen et al. 2020, Eq. 1).
 
     Equal to CoMM with ``terms="fused_only"``.
     """
 
-    name = "simclr"
+    name, config_class = "simclr", SimCLRConfig
+
+    @classmethod
+    def views_read(cls, config) -> int:
+        return 2  # the loss contrasts view1 with view2
 
     def __init__(
         self, model_config: ModelConfig | Mapping[str, Any], config: SimCLRConfig | None = None
@@ -403,10 +433,19 @@ class SupConConfig(Serializable):
         check_temperature("SupConConfig", self.temperature)
 
 
+@register
 class SupCon(_FusedMethod):
     """SupCon L_out (Khosla et al. 2020, Eq. 2) on the two views' fused embeddings as (B, 2, D)."""
 
-    name = "supcon"
+    name, config_class = "supcon", SupConConfig
+
+    @classmethod
+    def views_read(cls, config) -> int:
+        return 2  # the loss contrasts view1 with view2
+
+    @classmethod
+    def labels_read(cls, config: SupConConfig) -> tuple[str, ...]:
+        return (config.label_key,)
 
     def __init__(
         self, model_config: ModelConfig | Mapping[str, Any], config: SupConConfig | None = None

@@ -54,6 +54,7 @@ from jaxmm.methods.common import (
     dropout_rngs,
     get_view,
 )
+from jaxmm.methods.registry import register
 from jaxmm.models import ModelConfig
 
 FULL = "full"
@@ -142,6 +143,7 @@ def comm_loss_from_projections(
     return jnp.sum(weights * terms) / jnp.sum(weights), terms
 
 
+@register
 class CoMM(NNXMethod):
     """CoMM (Sec. 3.3): one fused representation trained with Eq. 7; see the module docstring.
 
@@ -159,7 +161,12 @@ class CoMM(NNXMethod):
       >>> loss, metrics = method.loss(params, batch, jax.random.key(1))
     """
 
-    name = "comm"
+    name, config_class = "comm", CoMMConfig
+
+    @classmethod
+    def views_read(cls, config) -> int:
+        return 2  # the loss contrasts view1 with view2
+
     min_modalities = 2
 
     def __init__(

@@ -3,7 +3,9 @@ merge plumbing of the functional method contract (`jaxmm.methods.base`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -74,14 +76,61 @@ def unimodal_heads(
     }
 
 
+def view_index(view: Any) -> int:
+    """N of a batch key "viewN"; 1 for anything else (a method then reads view1)."""
+    return int(view[4:]) if isinstance(view, str) and re.fullmatch(r"view\d+", view) else 1
+
+
+def views_named(config: Any) -> int:
+    """The highest N of the "viewN" values of `config`'s fields named `*view` (1 if none)."""
+    return max([1] + [view_index(getattr(config, f.name)) for f in dataclasses.fields(config)
+                      if f.name.endswith("view")])  # fmt: skip
+
+
 class NNXMethod:
     """init/merge plumbing: `init` builds a `MethodModule`, keeps its graphdef, returns its Params.
 
-    Subclasses implement `_build_module(model, rngs)` and the contract's `loss` / `embed`.
+    Subclasses implement `_build_module(model, rngs)` and the contract's `loss` / `embed`, and
+    declare what they read, so that nothing outside the method tests its name
+    (`jaxmm.validation`, `jaxmm.own_data` and the configs read these):
+
+      name, config_class   the registry name and the method's config dataclass (`@register`)
+      min_modalities       fewest modalities the method models
+      views_read(config)   the highest "viewN" its loss reads (the pipeline must make as many)
+      labels_read(config)  the `batch["labels"]` keys its loss reads
+      check_modalities(config, names)  raises ValueError when a dataset's modalities do not fit
+      own_data_config(width)  its config on a user's .npz (`<method>_arrays`, README "Your own
+                           data"); own_data_views: the training views that config makes
     """
 
     name = "method"
+    config_class: type = type(None)
     min_modalities = 1
+    own_data_views = 2
+
+    @classmethod
+    def views_read(cls, config: Any) -> int:
+        """Default: the views its config names in `*view` fields (view1 when none)."""
+        return views_named(config)
+
+    @classmethod
+    def labels_read(cls, config: Any) -> tuple[str, ...]:
+        """Default: none (self-supervised)."""
+        return ()
+
+    @classmethod
+    def check_modalities(cls, config: Any, names: Sequence[str]) -> None:
+        """Default: at least `min_modalities`."""
+        if len(names) < cls.min_modalities:
+            raise ValueError(
+                f"method {cls.name!r} needs at least {cls.min_modalities} modalities, got "
+                f"{len(names)}: {list(names)}"
+            )
+
+    @classmethod
+    def own_data_config(cls, width: int) -> Any:
+        """Default: the config class's defaults."""
+        return cls.config_class()
 
     def __init__(self, model_config: ModelConfig | Mapping[str, Any]):
         if not isinstance(model_config, ModelConfig):

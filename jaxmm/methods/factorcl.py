@@ -69,7 +69,8 @@ from jaxmm import estimators
 from jaxmm.config import Serializable
 from jaxmm.critics import ConcatCritic, ConditionalConcatCritic
 from jaxmm.methods.base import Batch, Metrics, Params, path_names
-from jaxmm.methods.common import NNXMethod, concat_views, dropout_rngs, get_view
+from jaxmm.methods.common import NNXMethod, concat_views, dropout_rngs, get_view, view_index
+from jaxmm.methods.registry import register
 from jaxmm.models import ModelConfig, MultimodalModel, ProjectionHead, build_model
 
 # The six terms, in the order of Eqs. 94-96 / 97-99: (name, kind, sign in the objective).
@@ -208,6 +209,7 @@ def nce_club_rows(scores: jax.Array, offset=0, axis_name: str | None = None) -> 
     return jax.lax.pmean(local, axis_name)
 
 
+@register
 class FactorCL(NNXMethod):
     """FactorCL-SSL / -SUP (and OurCL with `factorized=False`); see the module docstring.
 
@@ -222,7 +224,30 @@ class FactorCL(NNXMethod):
       >>> parts = method.embed_parts(params, batch)  # {"zs1", "zu1", "zs2", "zu2"}
     """
 
-    name = "factorcl"
+    name, config_class = "factorcl", FactorCLConfig
+
+    @classmethod
+    def views_read(cls, config: FactorCLConfig) -> int:
+        views = [config.view, config.aug_view] if config.mode == "ssl" else [config.view]
+        return max(view_index(v) for v in views)  # FactorCL-SUP reads no augmented view
+
+    @classmethod
+    def labels_read(cls, config: FactorCLConfig) -> tuple[str, ...]:
+        return (config.label_key,) if config.mode == "sup" else ()
+
+    @classmethod
+    def check_modalities(cls, config: FactorCLConfig, names) -> None:
+        super().check_modalities(config, names)
+        if len(names) > 2 and config.modalities is None:
+            raise ValueError(
+                f"FactorCL models two modalities, got {list(names)}: choose two with "
+                "--set data.modalities=a,b (or method.config.modalities)"
+            )
+
+    @classmethod
+    def own_data_config(cls, width: int) -> FactorCLConfig:
+        return FactorCLConfig(mode="ssl", critic_hidden=2 * width)
+
     min_modalities = 2
 
     def __init__(

@@ -13,37 +13,38 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jaxmm.methods.baselines import (
-    CMC,
-    CMCConfig,
-    Cross,
-    CrossConfig,
-    CrossSelf,
-    CrossSelfConfig,
-    ModalSupCon,
-    ModalSupConConfig,
-    SimCLR,
-    SimCLRConfig,
-    SupCon,
-    SupConConfig,
-)
-from jaxmm.methods.comm import CoMM, CoMMConfig
-from jaxmm.methods.factorcl import FactorCL, FactorCLConfig
-from jaxmm.methods.tuple_infonce import TupleInfoNCE, TupleInfoNCEConfig
 from jaxmm.models import ModelConfig
 
-# name -> (method class, its config class)
-METHODS: dict[str, tuple[type, type]] = {
-    "comm": (CoMM, CoMMConfig),
-    "cross": (Cross, CrossConfig),
-    "cross_self": (CrossSelf, CrossSelfConfig),
-    "simclr": (SimCLR, SimCLRConfig),
-    "supcon": (SupCon, SupConConfig),
-    "cmc": (CMC, CMCConfig),
-    "modal_supcon": (ModalSupCon, ModalSupConConfig),
-    "factorcl": (FactorCL, FactorCLConfig),
-    "tuple_infonce": (TupleInfoNCE, TupleInfoNCEConfig),
-}
+# name -> (method class, its config class); filled by `register` where each method is defined.
+METHODS: dict[str, tuple[type, type]] = {}
+
+
+def register(cls: type) -> type:
+    """Class decorator of a method: registers `cls` under `cls.name` with `cls.config_class`.
+
+    A method is then usable everywhere by name (configs, `launch.train`, `own_data.fit`, probes
+    rebuilding it from a checkpoint); what it reads from the data is declared on the class (see
+    `jaxmm.methods.common.NNXMethod`: `min_modalities`, `views_read`, `labels_read`, ...).
+
+    Example:
+      >>> @register
+      ... class MyMethod(NNXMethod):
+      ...     name, config_class = "my_method", MyMethodConfig
+    """
+    name, config_class = getattr(cls, "name", None), getattr(cls, "config_class", None)
+    if not isinstance(name, str) or not isinstance(config_class, type):
+        raise ValueError(f"{cls.__name__}: a registered method needs `name` and `config_class`")
+    if name in METHODS and METHODS[name][0].__qualname__ != cls.__qualname__:
+        raise ValueError(f"method name {name!r} is taken by {METHODS[name][0].__qualname__}")
+    METHODS[name] = (cls, config_class)
+    return cls
+
+
+def method_class(name: str) -> type:
+    """The class of method `name` (its declarations: `views_read`, `labels_read`, ...)."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; registered: {sorted(METHODS)}")
+    return METHODS[name][0]
 
 
 def method_config_class(name: str) -> type:
@@ -85,3 +86,8 @@ def get_method(
             f"{type(method_config).__name__}"
         )
     return method_cls(model_config, method_config)
+
+
+# The built-in methods register themselves on import (after METHODS and `register` exist, so
+# that importing one of these modules first also works).
+from jaxmm.methods import baselines, comm, factorcl, tuple_infonce  # noqa: E402, F401

@@ -67,6 +67,7 @@ from jaxmm.methods.common import (
     dropout_rngs,
     get_view,
 )
+from jaxmm.methods.registry import register
 from jaxmm.models import ModelConfig, Tokens
 
 # The official unit of beta: the public code (`search_para.py`, `train_one_epoch`) adds
@@ -235,6 +236,7 @@ def retrieval_masks(k: int) -> np.ndarray:
 # The method.
 
 
+@register
 class TupleInfoNCE(NNXMethod):
     """TupleInfoNCE on the fused tuple embedding; see the module docstring.
 
@@ -255,7 +257,14 @@ class TupleInfoNCE(NNXMethod):
       >>> loss, _ = method.loss(params, batch, key, hparams=TupleHParams(jnp.zeros(2), 0.3))
     """
 
-    name = "tuple_infonce"
+    name, config_class = "tuple_infonce", TupleInfoNCEConfig
+    own_data_views = 1  # the positive is the anchor with noise (beta), not a second view
+
+    @classmethod
+    def own_data_config(cls, width: int) -> TupleInfoNCEConfig:
+        # Positive noise of one standard deviation of the standardised inputs.
+        return TupleInfoNCEConfig(beta=1.0)
+
     min_modalities = 2
 
     def __init__(
