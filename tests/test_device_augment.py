@@ -11,8 +11,7 @@ import pytest
 
 from jaxmm import configs, validation
 from jaxmm import experiment as ex
-from jaxmm.data import augment_jax as aj
-from jaxmm.data import inputs
+from jaxmm.data import inputs, presets
 from jaxmm.experiments import training
 
 
@@ -66,13 +65,29 @@ def test_simclr_small_device_preset_keeps_the_solid_image_and_never_blurs():
     # A constant image stays constant under crop, flip, grayscale and (no) blur; only the jitter
     # moves its value. A sharp edge survives: the small preset has no blur.
     x = jnp.zeros((16, 32, 32, 3)).at[:, :, 16:].set(1.0)
-    out = aj.preset_augment("simclr_small")(jax.random.key(3), x)
+    out = presets.device("image", "simclr_small")(jax.random.key(3), x)
     assert out.shape == x.shape
     # Crops keep >= ~half the image, so each row still holds both sides of the edge.
     left, right = out[:, :, :4].mean(axis=(1, 2, 3)), out[:, :, -4:].mean(axis=(1, 2, 3))
     assert np.all(np.abs(np.asarray(left - right)) > 0.2)
-    with pytest.raises(ValueError, match="device presets"):
-        aj.preset_augment("crop")
+    with pytest.raises(ValueError, match="device presets \\(images\\): none, simclr, simclr_small"):
+        presets.device("image", "crop")
+    with pytest.raises(ValueError, match="no device version of time_series preset 'noise'"):
+        presets.device("time_series", "noise")
+
+
+def test_one_preset_table_serves_host_and_device():
+    """Every preset a ModalityData accepts is a row of `jaxmm.data.presets`; image rows carry
+    their device version beside the host chain (only "crop", for any channel count, has none)."""
+    for kind, rows in presets.PRESETS.items():
+        assert presets.DEFAULT[kind] in rows
+        for name in rows:
+            inputs.ModalityData("m", kind, name)  # accepted by the config
+            assert isinstance(presets.host(kind, name, 0.5), list)
+    image = presets.PRESETS["image"]
+    assert {n for n, p in image.items() if p.device is None} == {"crop"}
+    with pytest.raises(ValueError, match="augment preset for image must be one of"):
+        inputs.ModalityData("m", "image", "noise")
 
 
 def test_device_augmented_smoke_run_trains_on_8_devices(tmp_path):

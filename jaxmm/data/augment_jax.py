@@ -257,30 +257,3 @@ def simclr_augment(
     x = color_jitter(k[2], x, jitter, jitter, jitter, hue, jitter_p)
     x = random_grayscale(k[3], x, gray_p)
     return gaussian_blur(k[4], x, p=blur_p) if blur_p > 0 else x
-
-
-def preset_augment(preset: str, strength: float = 1.0):
-    """The device version of an image preset of `jaxmm.data.inputs.ModalityData` as a function
-    ``(key, images (B, H, W, 3) in [0, 1]) -> images``: "simclr" (CoMM App. B.2), "simclr_small"
-    (crop scale (0.5, 1), no blur), "unique" (FactorCL: flip and colour jitter, no crop) or
-    "none". `strength` scales the jitter as the host presets do (0.4 s, hue 0.1 s)."""
-    jitter, hue = 0.4 * strength, min(0.5, 0.1 * strength)
-    if preset == "simclr":
-        return lambda key, x: simclr_augment(key, x, jitter=jitter, hue=hue)
-    if preset == "simclr_small":
-        return lambda key, x: simclr_augment(
-            key, x, crop_scale=(0.5, 1.0), jitter=jitter, hue=hue, blur_p=0.0
-        )
-    if preset == "unique":
-
-        def unique(key, x):
-            k1, k2 = jax.random.split(key)
-            return color_jitter(k2, horizontal_flip(k1, x), jitter, jitter, jitter, hue, 0.8)
-
-        return unique
-    if preset == "none":
-        return lambda key, x: x
-    raise ValueError(
-        f"no device version of image preset {preset!r}; device presets: "
-        "simclr, simclr_small, unique, none"
-    )

@@ -2,7 +2,7 @@
 training view augments them, and the functions that turn that into datasets and iterators.
 
 * `ModalityData` / `DataConfig`: the typed config (`ExperimentConfig.data`); the augmentation
-  presets per modality kind (CoMM App. B.2 and C.1; FactorCL App. C) are `_AUGMENT_PRESETS`.
+  presets per modality kind are the one table of `jaxmm.data.presets`.
 * `data_spec`, `dataset_features`, `tfds_builder`: the pipeline's spec and the TFDS builder.
 * `build_train_iterator`, `build_eval_source`, `build_eval_dataset`, `num_train_examples`,
   `device_augmentation`: the objects a run reads (datasets are generated on demand by
@@ -24,7 +24,8 @@ import numpy as np
 
 from jaxmm.data import arrays as arrays_lib
 from jaxmm.data import augment as aug_lib
-from jaxmm.data import augment_jax, builders, pipeline
+from jaxmm.data import builders, pipeline
+from jaxmm.data import presets as presets_lib
 
 if TYPE_CHECKING:
     from jaxmm.experiment import ExperimentConfig
@@ -34,45 +35,6 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------------------------
 # Data.
 
-# Augmentation presets per modality kind (CoMM App. B.2 and C.1; FactorCL App. C for "unique").
-# A preset is a function (strength) -> [(augmentation name, kwargs)] for `pipeline.ModalitySpec`.
-_AUGMENT_PRESETS: dict[str, dict[str, Any]] = {
-    aug_lib.IMAGE: {
-        "simclr": lambda s: aug_lib.simclr_image_augmentations(strength=s),
-        # SimCLR for small images (<= 64 px, the demo's 32 px Trifeature): crop scale (0.5, 1),
-        # no blur. At 32 px a 0.08 crop keeps under half of the object in 22% of views and a
-        # sigma <= 2 px blur erases a 4-6 px texture (SimCLR's own CIFAR recipe drops the blur);
-        # the ablation is in docs/results.md.
-        "simclr_small": lambda s: aug_lib.simclr_image_augmentations(
-            strength=s, crop_scale=(0.5, 1.0), blur_p=0.0
-        ),
-        "unique": lambda s: aug_lib.unique_image_augmentations(strength=s),
-        # Geometric only, for any channel count and standardised values (.npz images): colour
-        # jitter assumes RGB in [0, 1].
-        "crop": lambda s: [("random_resized_crop", {"scale": (0.25, 1.0)})],
-        "none": lambda s: [],
-    },
-    aug_lib.TIME_SERIES: {
-        # CoMM's default (App. C.1): Gaussian noise then dropping 0-80% of the steps.
-        "noise_drop": lambda s: aug_lib.comm_time_series_augmentations(sigma=0.1 * s),
-        "noise": lambda s: [("gaussian_noise", {"sigma": 0.1 * s})],
-        "drop": lambda s: [("random_drop", {"fraction": (0.0, 0.8)})],
-        "crop": lambda s: [("random_crop", {"fraction": (0.08, 1.0)})],
-        "none": lambda s: [],
-    },
-    # CoMM App. B.2: tabular components get independent Gaussian noise (all assumed continuous).
-    aug_lib.TABULAR: {
-        "noise": lambda s: [("gaussian_noise", {"sigma": 0.1 * s})],
-        "none": lambda s: [],
-    },
-    aug_lib.TOKENS: {"none": lambda s: []},
-}
-_DEFAULT_AUGMENT = {
-    aug_lib.IMAGE: "simclr",
-    aug_lib.TIME_SERIES: "noise_drop",
-    aug_lib.TABULAR: "noise",
-    aug_lib.TOKENS: "none",
-}
 # `DataConfig.builder` of the `<method>_arrays` configs, whose data come from `data.path` alone.
 ARRAYS_BUILDER = "npz"
 # Kind "auto": inferred from the array's rank by `resolve_data` (data from a .npz, `data.path`).
@@ -105,10 +67,10 @@ class ModalityData:
             if self.augment != "default":
                 raise ValueError(f"modality {self.name!r}: kind 'auto' takes augment 'default'")
             return
-        presets = _AUGMENT_PRESETS.get(self.kind)
+        presets = presets_lib.PRESETS.get(self.kind)
         if presets is None:
             raise ValueError(
-                f"modality {self.name!r}: kind must be one of {sorted(_AUGMENT_PRESETS)}, "
+                f"modality {self.name!r}: kind must be one of {sorted(presets_lib.PRESETS)}, "
                 f"got {self.kind!r}"
             )
         if self.augment != "default" and self.augment not in presets:
@@ -120,8 +82,7 @@ class ModalityData:
             raise ValueError(f"modality {self.name!r}: strength must be >= 0, got {self.strength}")
 
     def augmentations(self) -> list[tuple[str, dict[str, Any]]]:
-        preset = _DEFAULT_AUGMENT[self.kind] if self.augment == "default" else self.augment
-        return _AUGMENT_PRESETS[self.kind][preset](self.strength)
+        return presets_lib.host(self.kind, self.augment, self.strength)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -353,10 +314,6 @@ def num_train_examples(cfg: ExperimentConfig) -> int:
     return builder.info.splits[split].num_examples
 
 
-def _preset(m: ModalityData) -> str:
-    return _DEFAULT_AUGMENT[m.kind] if m.augment == "default" else m.augment
-
-
 def _check_device_augment(data: DataConfig) -> None:
     bad = [m.name for m in data.modalities if m.kind != aug_lib.IMAGE]
     if bad:
@@ -370,7 +327,7 @@ def _check_device_augment(data: DataConfig) -> None:
             ".npz images (data.path) arrive standardised: use augment_on='host'"
         )
     for m in data.modalities:
-        augment_jax.preset_augment(_preset(m), m.strength)  # one error naming an unknown preset
+        presets_lib.device(m.kind, m.augment, m.strength)  # one error naming a host-only preset
 
 
 def device_augmentation(cfg: ExperimentConfig) -> Callable[[Any, jax.Array], Any] | None:
@@ -378,7 +335,7 @@ def device_augmentation(cfg: ExperimentConfig) -> Callable[[Any, jax.Array], Any
 
     ``transform(batch, key)`` takes the pipeline's batch (one clean, normalised ``view1``) and
     returns ``view1 ... view<num_views>``, each image modality augmented by the device version
-    of its preset (`jaxmm.data.augment_jax.preset_augment`) on [0, 1] pixels and normalised
+    of its preset (`jaxmm.data.presets`) on [0, 1] pixels and normalised
     again; labels pass through. Every view and modality draws from its own fold of `key`.
     """
     data = cfg.data
@@ -387,7 +344,7 @@ def device_augmentation(cfg: ExperimentConfig) -> Callable[[Any, jax.Array], Any
     spec = data_spec(data)
     steps = {
         m.name: (
-            augment_jax.preset_augment(_preset(m), m.strength),
+            presets_lib.device(m.kind, m.augment, m.strength),
             np.asarray(spec.modalities[m.name].mean, np.float32),
             np.asarray(spec.modalities[m.name].std, np.float32),
         )

@@ -139,14 +139,16 @@ def trifeature_spec(
     augment: "simclr" (SimCLR set on both images, CoMM Sec. 4.1 / App. B.2), "unique" (SimCLR on
     image1, FactorCL's unique augmentation -- no cropping -- on image2) or "none".
     """
-    presets = {
-        "simclr": (aug_lib.simclr_image_augmentations(), aug_lib.simclr_image_augmentations()),
-        "unique": (aug_lib.simclr_image_augmentations(), aug_lib.unique_image_augmentations()),
-        "none": ((), ()),
+    from jaxmm.data import presets as presets_lib  # the one preset table
+
+    pairs = {
+        "simclr": ("simclr", "simclr"),
+        "unique": ("simclr", "unique"),
+        "none": ("none", "none"),
     }
-    if augment not in presets:
-        raise ValueError(f"trifeature augment must be one of {sorted(presets)}, got {augment!r}")
-    a1, a2 = presets[augment]
+    if augment not in pairs:
+        raise ValueError(f"trifeature augment must be one of {sorted(pairs)}, got {augment!r}")
+    a1, a2 = (presets_lib.host(aug_lib.IMAGE, p) for p in pairs[augment])
     return DataSpec(
         modalities={
             "image1": ModalitySpec("image", a1, mean, std),
