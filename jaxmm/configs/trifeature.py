@@ -32,6 +32,8 @@ synergy; CoMM is the only model that captures redundancy, uniqueness and synergy
 
 from __future__ import annotations
 
+import dataclasses
+
 from jaxmm.configs import common
 from jaxmm.data.inputs import DataConfig, ModalityData
 from jaxmm.experiment import ExperimentConfig, MethodConfig
@@ -124,3 +126,34 @@ def get_config(variant: str | None = None, *, method: str = "comm") -> Experimen
         train=common.train(name, batch_size=64),
         epochs=100,
     )
+
+
+def at_width(cfg: ExperimentConfig, width: int, channels: tuple[int, ...]) -> ExperimentConfig:
+    """A config of this family at a CPU-sized width (the demo's models, `launch.demo`).
+
+    The AlexNets get `channels` and a `width`-d output, the fusion one 4-head layer of `width`, the
+    head (width,) -> width, and each method's own widths scale with it: Cross's projection
+    `width`, Cross+Self's heads (4 width, 4 width) -> width, FactorCL's critics 4 width. The
+    schedule counts steps (epochs None).
+    """
+    mods = tuple(
+        dataclasses.replace(
+            m, encoder_kwargs={**m.encoder_kwargs, "channels": tuple(channels), "out_dim": width}
+        )
+        for m in cfg.model.modalities
+    )
+    model = dataclasses.replace(
+        cfg.model,
+        modalities=mods,
+        fusion=FusionConfig(width=width, num_layers=1, num_heads=4),
+        head=HeadConfig((width,), width),
+    )
+    mcfg = cfg.method.config
+    if cfg.method.name == "cross":
+        mcfg = dataclasses.replace(mcfg, proj_dim=width)
+    elif cfg.method.name == "cross_self":
+        mcfg = CrossSelfConfig(proj_dim=width, head_hidden_dims=(4 * width, 4 * width))
+    elif cfg.method.name == "factorcl":
+        mcfg = dataclasses.replace(mcfg, critic_hidden=4 * width)
+    method = dataclasses.replace(cfg.method, config=mcfg)
+    return dataclasses.replace(cfg, model=model, epochs=None, method=method)

@@ -85,8 +85,7 @@ log = logging.getLogger("launch.demo")
 def demo_config(method: str, variant: str | None, args: argparse.Namespace):
     """The `ExperimentConfig` of one demo run: the registry's Trifeature config, made smaller."""
     from jaxmm import configs, experiment
-    from jaxmm.methods.baselines import CrossSelfConfig
-    from jaxmm.models import FusionConfig, HeadConfig
+    from jaxmm.configs import trifeature
 
     if method not in _REGISTRY:
         raise ValueError(f"--methods: unknown method {method!r}; choose from {sorted(_REGISTRY)}")
@@ -98,31 +97,8 @@ def demo_config(method: str, variant: str | None, args: argparse.Namespace):
                 cfg, data=dataclasses.replace(cfg.data, builder_config="px32_biased")
             )
     else:
-        cfg = configs.get_config(name, variant)
         channels = tuple(int(c) for c in args.channels.split(","))
-        w = args.width
-        mods = tuple(
-            dataclasses.replace(
-                m, encoder_kwargs={**m.encoder_kwargs, "channels": channels, "out_dim": w}
-            )
-            for m in cfg.model.modalities
-        )
-        model = dataclasses.replace(
-            cfg.model,
-            modalities=mods,
-            fusion=FusionConfig(width=w, num_layers=1, num_heads=4),
-            head=HeadConfig((w,), w),
-        )
-        mcfg = cfg.method.config
-        if method == "cross":
-            mcfg = dataclasses.replace(mcfg, proj_dim=w)
-        elif method == "cross_self":
-            mcfg = CrossSelfConfig(proj_dim=w, head_hidden_dims=(4 * w, 4 * w))
-        elif method == "factorcl":
-            mcfg = dataclasses.replace(mcfg, critic_hidden=4 * w)
-        cfg = dataclasses.replace(
-            cfg, model=model, epochs=None, method=dataclasses.replace(cfg.method, config=mcfg)
-        )
+        cfg = trifeature.at_width(configs.get_config(name, variant), args.width, channels)
     # The demo's recipe (docs/results.md, "Recipe"): a 4 px texture period at 32 px, and the
     # small-image SimCLR set where the registry uses SimCLR's (crop 0.5-1, no blur).
     mods = tuple(
