@@ -101,6 +101,68 @@ def test_probe_multilabel_selects_on_macro_f1():
     assert res.metrics["auroc"] > 0.8
 
 
+def test_probe_holdout_as_row_weights_equals_fitting_the_gathered_rows():
+    # The probe carries its validation hold-out as 0/1 row weights inside one program; the
+    # selection must be the one of the textbook protocol: standardise and fit the path on the
+    # gathered training rows, score each strength on the gathered hold-out rows.
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(D, K))
+    x_tr, y_tr = _linear_task(rng, N_TRAIN, a, noise=1.0)
+    x_te, y_te = _linear_task(rng, 300, a, noise=1.0)
+    grid = (1e-4, 1e-2, 1.0)
+    task = P.ProbeTask("lin", "classification", num_classes=K)
+    res = P.probe(x_tr, y_tr, x_te, y_te, task, l2_grid=grid, seed=3, tol=1e-8)
+    fit_idx, val_idx = P.stratified_split(y_tr, 0.2, jax.random.key(3))
+    with jax.enable_x64(True):
+        xs, mean, std = P.standardize(x_tr[fit_idx].astype(np.float64))
+        xv, _, _ = P.standardize(x_tr[val_idx].astype(np.float64), mean, std)
+        path = P.fit_logistic_path(xs, y_tr[fit_idx], np.array(grid), num_classes=K, tol=1e-8)
+        for i, lam in enumerate(grid):
+            pred = np.argmax(np.asarray(xv @ path.w[i] + path.b[i]), axis=-1)
+            ref = skm.balanced_accuracy_score(y_tr[val_idx], pred)
+            assert res.val_scores[lam] == pytest.approx(ref, abs=1e-9)
+
+
+def test_tasks_with_unequal_holdouts_share_one_compiled_probe():
+    # Stratified hold-outs differ in size from task to task (per-class rounding); the probe's
+    # program depends on the dataset's shapes only, so the second task compiles nothing.
+    rng = np.random.default_rng(8)
+    a = rng.normal(size=(D, K))
+    x_tr, y_tr = _linear_task(rng, N_TRAIN, a, noise=1.0)
+    x_te, y_te = _linear_task(rng, 300, a, noise=1.0)
+    # Class counts 252 x 3 + 244 hold out 50 x 3 + 49 rows; 250 x 4 hold out 200.
+    y_tr = rng.permutation(np.repeat(np.arange(K), [250, 250, 250, 250]))
+    y2_tr = rng.permutation(np.repeat(np.arange(K), [252, 252, 252, 244]))
+    y2_te = rng.integers(0, K, y_te.shape[0])
+    sizes = {len(P.stratified_split(y, 0.2, jax.random.key(0))[1]) for y in (y_tr, y2_tr)}
+    assert len(sizes) == 2
+    labels_tr, labels_te = {"a": y_tr, "b": y2_tr}, {"a": y_te, "b": y2_te}
+    tasks = [P.ProbeTask(n, "classification", num_classes=K) for n in ("a", "b")]
+    P.probe_many(x_tr, labels_tr, x_te, labels_te, tasks[:1])
+    compiled = P.selection._select_and_test._cache_size()
+    P.probe_many(x_tr, labels_tr, x_te, labels_te, tasks)
+    assert P.selection._select_and_test._cache_size() == compiled
+
+
+def test_preconditioned_fit_converges_on_correlated_features():
+    # Nearly collinear features (as a random-init encoder's): the Gram matrix's eigenvalues span
+    # eight decades. The preconditioned L-BFGS fit must still stop on its tolerance well before
+    # the cap and agree with scikit-learn's solution of the same objective.
+    rng = np.random.default_rng(10)
+    n, d, k = 1500, 8, 3
+    base = rng.normal(size=(n, 2))
+    x = base @ rng.normal(size=(2, d)) + 1e-4 * rng.normal(size=(n, d))
+    x = (x - x.mean(0)) / x.std(0)
+    y = np.argmax(base @ rng.normal(size=(2, k)) + rng.gumbel(size=(n, k)), axis=-1)
+    l2 = 1e-4
+    with jax.enable_x64(True):
+        fit = P.fit_logistic(x, y, l2, num_classes=k, tol=1e-7)
+    assert bool(fit.converged) and int(fit.num_iter) < 200
+    ref = LogisticRegression(C=1.0 / (l2 * n), tol=1e-12, max_iter=100_000).fit(x, y)
+    probs = np.asarray(jax.nn.softmax(x @ np.asarray(fit.w) + np.asarray(fit.b)))
+    np.testing.assert_allclose(probs, ref.predict_proba(x), atol=1e-4)
+
+
 # ------------------------------------------------------------------------------------- fits
 
 
@@ -253,6 +315,41 @@ def test_multilabel_and_regression_metrics_match_sklearn():
     assert float(P.mean_absolute_error(y, yhat)) == pytest.approx(
         skm.mean_absolute_error(y, yhat), rel=1e-5
     )
+
+
+def test_weighted_metrics_match_sklearn_sample_weight():
+    # The probe scores its hold-out as 0/1 row weights: every metric must equal scikit-learn's
+    # with the same sample_weight, for 0/1 weights (= the subset) and for general weights.
+    rng = np.random.default_rng(11)
+    n, k = 400, 4
+    y = rng.integers(0, k, n)
+    p = np.where(rng.random(n) < 0.5, y, rng.integers(0, k, n))
+    s = np.round(rng.random(n) + 0.3 * (y == 1), 1)  # ties
+    logits = rng.normal(size=(n, k)) + np.eye(k)[y]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    t = (rng.random((n, 3)) < 0.3).astype(int)
+    q = np.where(rng.random((n, 3)) < 0.7, t, 1 - t)
+    r, rhat = rng.normal(size=(n, 2)), rng.normal(size=(n, 2))
+    for w in ((rng.random(n) < 0.3).astype(float), rng.random(n)):
+        assert float(P.accuracy(y, p, w)) == pytest.approx(
+            skm.accuracy_score(y, p, sample_weight=w)
+        )
+        ref = skm.balanced_accuracy_score(y, p, sample_weight=w)
+        assert float(P.balanced_accuracy(y, p, k, w)) == pytest.approx(ref, abs=1e-6)
+        for avg in ("macro", "weighted"):
+            ref = skm.f1_score(y, p, average=avg, sample_weight=w, zero_division=0)
+            assert float(P.f1_score(y, p, k, avg, w)) == pytest.approx(ref, abs=1e-6)
+        ref = skm.roc_auc_score(y == 1, s, sample_weight=w)
+        assert float(P.roc_auc(y == 1, s, w)) == pytest.approx(ref, abs=1e-6)
+        ref = skm.roc_auc_score(y, probs, multi_class="ovr", sample_weight=w)
+        assert float(P.roc_auc_ovr(y, probs, w)) == pytest.approx(ref, abs=1e-5)
+        for avg in ("micro", "macro", "weighted"):
+            ref = skm.f1_score(t, q, average=avg, sample_weight=w, zero_division=0)
+            assert float(P.multilabel_f1(t, q, avg, w)) == pytest.approx(ref, abs=1e-6)
+        ref = skm.mean_squared_error(r, rhat, sample_weight=w)
+        assert float(P.mean_squared_error(r, rhat, w)) == pytest.approx(ref, rel=1e-5)
+        ref = skm.mean_absolute_error(r, rhat, sample_weight=w)
+        assert float(P.mean_absolute_error(r, rhat, w)) == pytest.approx(ref, rel=1e-5)
 
 
 # ------------------------------------------------------------------------------------- splits

@@ -7,8 +7,10 @@ All three minimise the same per-sample-scaled objective on standardised features
 with loss = softmax cross-entropy, sum of per-label binary cross-entropies, or half the squared
 error. In scikit-learn's convention (``C * sum_i loss_i + ||w||^2 / 2``) this is ``C = 1 / (l2 n)``.
 The logistic fits run L-BFGS (Nocedal & Wright 2006, Alg. 7.5) via ``optax.lbfgs`` and its zoom
-line search inside ``jax.lax.while_loop``; a path of strengths is fitted in one program,
-each fit warm-started at the previous (stronger) strength's solution; ridge is vmapped.
+line search inside ``jax.lax.while_loop``, preconditioned by the features' Gram matrix (a change
+of variables that leaves the problem and the stopping test as they are, see ``_fit_one``); a path
+of strengths is fitted in one program, each fit warm-started at the previous (stronger)
+strength's solution; ridge is vmapped.
 """
 
 from __future__ import annotations
@@ -75,15 +77,17 @@ def _zscore(x, mean, std):
     return (x - mean) / std
 
 
-def _lbfgs_minimize(fun, init, max_iter: int, tol: float, rtol: float):
+def _lbfgs_minimize(fun, init, max_iter: int, tol: float, rtol: float, grad_norm=otu.tree_norm):
     """Minimise ``fun`` with L-BFGS + zoom line search from ``init``.
 
-    Stops at the first of: ``||grad|| < tol``; a step that lowers the objective by no more than
-    ``rtol * |f|`` (the relative-reduction test of L-BFGS-B, Byrd et al. 1995, whose default
+    Stops at the first of: ``grad_norm(grad) < tol``; a step that lowers the objective by no more
+    than ``rtol * |f|`` (the relative-reduction test of L-BFGS-B, Byrd et al. 1995, whose default
     ``factr * eps`` is 2.2e-9 in float64; in float32, whose resolution is ~1e-7, it only fires on a
     step that gains nothing, which an over-tight ``tol`` otherwise repeats up to the cap);
     ``max_iter`` iterations. Either tolerance counts as converged, the cap does not. A
-    ``while_loop`` (not a Python loop) so the whole fit is one XLA program.
+    ``while_loop`` (not a Python loop) so the whole fit is one XLA program. ``grad_norm`` maps the
+    gradient in ``fun``'s parameters to the norm the tolerance is stated in (the gradient of the
+    original parameters when ``fun`` is a reparametrisation, see ``_warm_path``).
 
     Returns:
       ``(params, num_iter, grad_norm, converged)``.
@@ -100,52 +104,93 @@ def _lbfgs_minimize(fun, init, max_iter: int, tol: float, rtol: float):
     def keep_going(carry):
         _, state, previous = carry
         count = otu.tree_get(state, "count")
-        grad_norm = otu.tree_norm(otu.tree_get(state, "grad"))
+        norm = grad_norm(otu.tree_get(state, "grad"))
         value = otu.tree_get(state, "value")  # objective at the current params
         progress = previous - value > rtol * jnp.abs(value)
-        return (count == 0) | ((count < max_iter) & (grad_norm >= tol) & progress)
+        return (count == 0) | ((count < max_iter) & (norm >= tol) & progress)
 
     inf = jnp.asarray(jnp.inf, jax.tree.leaves(init)[0].dtype)
     params, state, _ = jax.lax.while_loop(keep_going, step, (init, opt.init(init), inf))
-    grad_norm, count = otu.tree_norm(otu.tree_get(state, "grad")), otu.tree_get(state, "count")
+    norm, count = grad_norm(otu.tree_get(state, "grad")), otu.tree_get(state, "count")
     # Converged: stopped by either tolerance, i.e. before the cap (or at it with a small gradient).
-    return params, count, grad_norm, (grad_norm < tol) | (count < max_iter)
+    return params, count, norm, (norm < tol) | (count < max_iter)
 
 
-def _softmax_objective(params, x, targets, l2):
-    # Objective (*) with multinomial cross-entropy (Bishop 2006, PRML Eq. 4.108); bias unpenalised
-    # so the regulariser does not pull predictions towards uniform class frequencies. `targets`
-    # are one-hot rows.
+def _softmax_loss(logits, targets, rows):
+    # The data term of objective (*) with multinomial cross-entropy (Bishop 2006, PRML Eq. 4.108),
+    # averaged over the rows weighted by `rows` (0/1: which rows are fitted); `targets` are
+    # one-hot rows scaled by the class weights. The bias is unpenalised so the regulariser does
+    # not pull predictions towards uniform class frequencies.
+    ce = -jnp.sum(targets * jax.nn.log_softmax(logits, axis=-1), axis=-1)
+    return jnp.sum(rows * ce) / jnp.sum(rows)
+
+
+def _sigmoid_loss(logits, targets, rows):
+    # One binary cross-entropy per label; the labels share no parameters, so the minimiser is the
+    # set of independent per-label logistic regressions.
+    bce = jnp.sum(optax.sigmoid_binary_cross_entropy(logits, targets), axis=-1)
+    return jnp.sum(rows * bce) / jnp.sum(rows)
+
+
+def _objective(loss, x, targets, rows, lam, params):
     w, b = params
-    log_probs = jax.nn.log_softmax(x @ w + b, axis=-1)
-    return -jnp.mean(jnp.sum(targets * log_probs, axis=-1)) + 0.5 * l2 * jnp.sum(w * w)
+    return loss(x @ w + b, targets, rows) + 0.5 * lam * jnp.sum(w * w)
 
 
-def _sigmoid_objective(params, x, targets, l2):
-    # Objective (*) with one binary cross-entropy per label; the labels share no parameters, so
-    # the minimiser is the set of independent per-label logistic regressions.
-    w, b = params
-    bce = optax.sigmoid_binary_cross_entropy(x @ w + b, targets)
-    return jnp.mean(jnp.sum(bce, axis=-1)) + 0.5 * l2 * jnp.sum(w * w)
+def _fit_one(loss, curvature, x, targets, rows, lam, start, max_iter, tol, rtol):
+    """One L-BFGS fit of objective (*) at strength ``lam`` from ``start = (W, b)``, preconditioned.
+
+    L-BFGS is not invariant to a linear change of variables, and on correlated embeddings (a
+    random-init encoder: the eigenvalues ``e_j`` of the Gram matrix ``G = X^T X / n`` spread over
+    decades) the weakly regularised fits crawl to the iteration cap. The fit therefore runs in the
+    variables ``V`` of ``W = U diag(s)^-1/2 V``, ``G = U diag(e) U^T``, ``s_j = e_j + lam / c``:
+    the Hessian of the data term is about ``c G (x) I`` (``c`` = ``curvature``, the loss's
+    curvature at uniform predictions: ``1/K`` for the softmax, ``1/4`` per sigmoid), so the
+    Hessian of (*) in ``V`` is about ``c I`` near the start of a path. The data term sees
+    ``X U diag(s)^-1/2`` and the penalty becomes ``sum_j ||V_j||^2 / s_j``. It is the same
+    problem re-expressed: the minimiser maps back exactly, and the stopping test uses the gradient
+    norm in ``(W, b)`` (``||g_W||^2 = sum_j s_j ||g_{V,j}||^2``), so ``tol`` means what it meant
+    unpreconditioned; only the iteration count changes.
+    """
+    evals, evecs = jnp.linalg.eigh((x * rows[:, None]).T @ x / jnp.sum(rows))
+    # Round-off can put the eigenvalues of a rank-deficient Gram matrix just below zero.
+    scale = jnp.maximum(evals, 0.0) + lam / curvature
+    root = jnp.sqrt(scale)[:, None]
+    xv = (x @ evecs) / root.T
+
+    def fun(params):
+        v, b = params
+        return loss(xv @ v + b, targets, rows) + 0.5 * lam * jnp.sum(v * v / root**2)
+
+    def w_grad_norm(grad):
+        g_v, g_b = grad
+        return jnp.sqrt(jnp.sum(root**2 * g_v * g_v) + jnp.sum(g_b * g_b))
+
+    w0, b0 = start
+    (v, b), n_iter, grad_norm, ok = _lbfgs_minimize(
+        fun, (root * (evecs.T @ w0), b0), max_iter, tol, rtol, w_grad_norm
+    )
+    return LinearFit(evecs @ (v / root), b, n_iter, grad_norm, ok)
 
 
-def _warm_path(objective, x, targets, l2, init, max_iter, tol, rtol) -> LinearFit:
-    """Fits for a scalar ``l2`` or, warm-started, for each strength of an ``(L,)`` path.
+def _zeros_start(x, k):
+    return jnp.zeros((x.shape[1], k), x.dtype), jnp.zeros((k,), x.dtype)
+
+
+def _warm_path(loss, x, targets, l2, init, max_iter, tol, rtol, curvature) -> LinearFit:
+    """Fits of objective (*) for a scalar ``l2`` or, warm-started, for each of an ``(L,)`` path.
 
     The path runs from the strongest strength to the weakest (``lax.scan``), each fit starting at
-    the previous one's solution, which is close to its own: the weak-regularisation fits, the slow
-    ones, then take a fraction of the iterations they take from zero. The problem is strictly
-    convex in ``W`` for ``l2 > 0``, so the start changes the minimiser reached only within the
-    tolerance. Results come back in the order of ``l2``.
+    the previous one's solution, which is close to its own. The problem is strictly convex in
+    ``W`` for ``l2 > 0``, so the start changes the minimiser reached only within the tolerance.
+    Each fit is preconditioned (``_fit_one``). Results come back in the order of ``l2``.
     """
-    k = targets.shape[1]
-    if init is None:
-        init = (jnp.zeros((x.shape[1], k), x.dtype), jnp.zeros((k,), x.dtype))
+    rows = jnp.ones((x.shape[0],), x.dtype)
+    init = _zeros_start(x, targets.shape[1]) if init is None else init
 
     def fit_one(start, lam):
-        fun = partial(objective, x=x, targets=targets, l2=lam)
-        params, n_iter, grad_norm, ok = _lbfgs_minimize(fun, start, max_iter, tol, rtol)
-        return params, LinearFit(*params, n_iter, grad_norm, ok)
+        fit = _fit_one(loss, curvature, x, targets, rows, lam, start, max_iter, tol, rtol)
+        return (fit.w, fit.b), fit
 
     if l2.ndim == 0:
         return fit_one(init, l2)[1]
@@ -155,14 +200,17 @@ def _warm_path(objective, x, targets, l2, init, max_iter, tol, rtol) -> LinearFi
     return jax.tree.map(lambda a: a[inverse], fits)
 
 
-@partial(jax.jit, static_argnames=("num_classes", "max_iter", "tol", "rtol"))
-def _fit_softmax(x, labels, l2, init=None, class_weights=None, *, num_classes, max_iter, tol, rtol):
+def _onehot_targets(labels, num_classes, class_weights, dtype):
     # Class weights scale the one-hot targets: the objective's data term becomes
     # mean_i weight[y_i] CE_i (scikit-learn's per-class `class_weight`).
-    onehot = jax.nn.one_hot(labels, num_classes, dtype=x.dtype)
-    if class_weights is not None:
-        onehot = onehot * jnp.asarray(class_weights, x.dtype)
-    return _warm_path(_softmax_objective, x, onehot, l2, init, max_iter, tol, rtol)
+    onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype)
+    return onehot if class_weights is None else onehot * jnp.asarray(class_weights, dtype)
+
+
+@partial(jax.jit, static_argnames=("num_classes", "max_iter", "tol", "rtol"))
+def _fit_softmax(x, labels, l2, init=None, class_weights=None, *, num_classes, max_iter, tol, rtol):
+    onehot = _onehot_targets(labels, num_classes, class_weights, x.dtype)
+    return _warm_path(_softmax_loss, x, onehot, l2, init, max_iter, tol, rtol, 1.0 / num_classes)
 
 
 def balanced_class_weights(labels: Any, num_classes: int) -> np.ndarray:
@@ -175,25 +223,32 @@ def balanced_class_weights(labels: Any, num_classes: int) -> np.ndarray:
 
 @partial(jax.jit, static_argnames=("max_iter", "tol", "rtol"))
 def _fit_sigmoid(x, targets, l2, init=None, *, max_iter, tol, rtol):
-    return _warm_path(_sigmoid_objective, x, targets, l2, init, max_iter, tol, rtol)
+    return _warm_path(_sigmoid_loss, x, targets, l2, init, max_iter, tol, rtol, 0.25)
 
 
-@jax.jit
-def _fit_ridge(x, y, l2):
+def _ridge(x, y, l2, rows):
     # Centring removes the intercept from the penalised problem: the stationarity conditions of (*)
     # with half squared error are (Xc^T Xc / n + l2 I) w = Xc^T yc / n and b = mean(y) - mean(x) w
-    # (Hastie et al. 2009, ESL Eq. 3.44 and the remark on centring below it).
-    n, d = x.shape
-    x_mean, y_mean = jnp.mean(x, axis=0), jnp.mean(y, axis=0)
+    # (Hastie et al. 2009, ESL Eq. 3.44 and the remark on centring below it); means and sums run
+    # over the rows weighted by `rows` (0/1: which rows are fitted).
+    d = x.shape[1]
+    n = jnp.sum(rows)
+    r = rows.reshape((-1,) + (1,) * (y.ndim - 1))
+    x_mean, y_mean = rows @ x / n, jnp.sum(r * y, axis=0) / n
     xc, yc = x - x_mean, y - y_mean
-    gram = xc.T @ xc / n
-    rhs = xc.T @ yc / n
+    gram = (xc * rows[:, None]).T @ xc / n
+    rhs = (xc * rows[:, None]).T @ yc / n
 
     def fit_one(lam):
         w = jax.scipy.linalg.solve(gram + lam * jnp.eye(d, dtype=x.dtype), rhs, assume_a="pos")
         return LinearFit(w, y_mean - x_mean @ w)
 
     return jax.vmap(fit_one)(l2) if l2.ndim == 1 else fit_one(l2)
+
+
+@jax.jit
+def _fit_ridge(x, y, l2):
+    return _ridge(x, y, l2, jnp.ones((x.shape[0],), x.dtype))
 
 
 def _as_float(x):
@@ -366,22 +421,3 @@ def fit_ridge_path(x: Any, y: Any, l2s: Any) -> LinearFit:
     if l2s.ndim != 1:
         raise ValueError(f"l2s must be 1-D, got shape {l2s.shape}")
     return _fit_ridge(x, jnp.asarray(y, x.dtype), l2s)
-
-
-def _fit_kind(
-    kind, x, y, l2, num_classes, max_iter, tol, rtol, init=None, class_weight=None
-) -> LinearFit:
-    """Fit one kind of probe; ``l2`` scalar or an ``(L,)`` path; ``init`` a warm start;
-    ``class_weight`` None or "balanced" (classification)."""
-    if kind == "classification":
-        weights = None
-        if class_weight == "balanced":
-            weights = jnp.asarray(balanced_class_weights(y, num_classes), x.dtype)
-        y = jnp.asarray(y, jnp.int32)
-        return _fit_softmax(
-            x, y, l2, init, weights, num_classes=num_classes, max_iter=max_iter, tol=tol, rtol=rtol
-        )
-    if kind == "multilabel":
-        y = jnp.asarray(y, x.dtype)
-        return _fit_sigmoid(x, y, l2, init, max_iter=max_iter, tol=tol, rtol=rtol)
-    return _fit_ridge(x, jnp.asarray(y, x.dtype), l2)

@@ -2,8 +2,11 @@
 
 The L2 strength is picked on a validation hold-out carved out of the training set (stratified by
 class for classification, random otherwise) by the task's selection metric, with all strengths of
-the grid fitted in one program (a warm-started path); the probe is then refitted on train +
-validation with the chosen strength and evaluated once on the test set.
+the grid fitted as a warm-started path; the probe is then refitted on train + validation with the
+chosen strength and evaluated once on the test set. All of it (path, selection, refit, test
+metrics) is one XLA program per task kind and class count (`_select_and_test`), with the hold-out
+carried as row weights, so the tasks and runs of a dataset compile it once and each probe syncs
+with the host once.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmm.probe.fitting import MAX_ITER, RTOL, TOL, _as_float, _fit_kind, standardize
+from jaxmm.probe import fitting
+from jaxmm.probe.fitting import MAX_ITER, RTOL, TOL, _as_float, balanced_class_weights
 from jaxmm.probe.metrics import _metrics
 from jaxmm.probe.tasks import _LOWER_IS_BETTER, _METRICS, ProbeResult, ProbeTask, _check_inputs
 
@@ -72,10 +76,159 @@ def random_split(n: int, val_fraction: float, key: jax.Array) -> tuple[np.ndarra
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2))
-def _validation_scores(kind, metric, num_classes, y, x, w, b):
-    """Selection metric of every strength's probe (leading axis L of ``w``, ``b``) on ``(x, y)``."""
-    return jax.vmap(lambda w_, b_: _metrics(kind, y, x @ w_ + b_, num_classes)[metric])(w, b)
+def _standardise(x, rows):
+    # Z-scores with the mean and (population) standard deviation of the rows weighted by `rows`;
+    # a constant feature gets std 1 so it maps to zero instead of NaN.
+    n = jnp.sum(rows)
+    mean = rows @ x / n
+    std = jnp.sqrt(rows @ (x - mean) ** 2 / n)
+    std = jnp.where(std > 0, std, 1.0)
+    return lambda z: (z - mean) / std
+
+
+_CURVATURE = {"multilabel": lambda k: 0.25, "classification": lambda k: 1.0 / k}
+_LOSS = {"multilabel": fitting._sigmoid_loss, "classification": fitting._softmax_loss}
+
+
+@partial(
+    jax.jit,
+    static_argnames=("kind", "metric", "num_classes", "select", "max_iter", "tol", "rtol"),
+)
+def _select_and_test(
+    x_tr,
+    y_tr,
+    fit_rows,
+    weights_fit,
+    weights_all,
+    x_te,
+    y_te,
+    grid,
+    *,
+    kind,
+    metric,
+    num_classes,
+    select,
+    max_iter,
+    tol,
+    rtol,
+):
+    """The whole probe of one task as one XLA program: the L2 path on the fitted rows, the
+    selection on the hold-out, the refit on all training rows and the test metrics.
+
+    The hold-out is carried as 0/1 row weights (``fit_rows``; the hold-out is ``1 - fit_rows``)
+    rather than as gathered rows, so the program's shapes are those of the dataset alone and every
+    task of a dataset (whatever the size of its stratified hold-out) and every run probed on it
+    share one compilation per task kind and class count. For the iterative kinds the path and the
+    refit are steps of one ``lax.scan`` over one L-BFGS body: ``L`` path steps (``grid`` sorted
+    from the strongest strength to the weakest, each warm-started at the previous solution, each
+    scored on the hold-out), then the refit at the chosen strength, warm-started at its path
+    solution, on all rows standardised with their own statistics. Ties of the selection metric go
+    to the strongest strength (the first in ``grid``'s order). ``weights_fit`` / ``weights_all``
+    are the class weights of the fitted rows / of all rows (ones when unweighted).
+
+    Returns:
+      ``{"w", "b", "num_iter", "grad_norm", "converged"}`` of the final fit, ``"path_*"`` the
+      same over ``grid``, ``"scores"`` (hold-out metric per strength), ``"best"`` (index into
+      ``grid``) and ``"metrics"`` (every test metric of the kind).
+    """
+    dtype = x_tr.dtype
+    all_rows = jnp.ones_like(fit_rows)
+    held_out = all_rows - fit_rows
+    to_fit, to_all = _standardise(x_tr, fit_rows), _standardise(x_tr, all_rows)
+    x_fit, x_all, x_test = to_fit(x_tr), to_all(x_tr), to_all(x_te)
+    lower = metric in _LOWER_IS_BETTER
+    n_path = grid.shape[0] if select else 0
+
+    def pick(scores):
+        signed = -scores if lower else scores
+        return jnp.argmax(jnp.where(jnp.isnan(signed), -jnp.inf, signed))
+
+    def score(fit):
+        out = x_fit @ fit.w + fit.b
+        return _metrics(kind, y_tr, out, num_classes, held_out)[metric]
+
+    out = {}
+    if kind == "regression":
+        if select:
+            path = fitting._ridge(x_fit, y_tr, grid, fit_rows)
+            scores = jax.vmap(score)(path)
+            best = pick(scores)
+            out.update(scores=scores, best=best)
+            lam = grid[best]
+        else:
+            lam = grid[0]
+        final = fitting._ridge(x_all, y_tr, lam, all_rows)
+    else:
+        loss, curvature = _LOSS[kind], _CURVATURE[kind](num_classes)
+        if kind == "classification":
+            targets_fit = fitting._onehot_targets(y_tr, num_classes, weights_fit, dtype)
+            targets_all = fitting._onehot_targets(y_tr, num_classes, weights_all, dtype)
+        else:
+            targets_fit = targets_all = y_tr
+        start = fitting._zeros_start(x_tr, targets_all.shape[1])
+
+        def step(carry, j):
+            # Steps 0..n_path-1 fit the path on the fitted rows; step n_path refits on all rows.
+            start, path_w, path_b, scores = carry
+            refit = j == n_path
+            lam = grid[jnp.minimum(j, grid.shape[0] - 1)]
+            if select:
+                best = pick(scores)
+                lam = jnp.where(refit, grid[best], lam)
+                start = jax.tree.map(
+                    lambda a, b: jnp.where(refit, a, b), (path_w[best], path_b[best]), start
+                )
+            x, targets, rows = jax.tree.map(
+                lambda a, b: jnp.where(refit, a, b),
+                (x_all, targets_all, all_rows),
+                (x_fit, targets_fit, fit_rows),
+            )
+            if select and n_path > 2:
+                # Along the path the solution moves about linearly in log(l2) (on near-separable
+                # tasks the weights grow like log(1/l2)): start from the extrapolation of the
+                # last two solutions when it has the lower objective.
+                j1, j2 = jnp.maximum(j - 1, 0), jnp.maximum(j - 2, 0)
+                t = jnp.log(grid[j1] / lam) / jnp.log(grid[j2] / grid[j1])
+                guess = (
+                    path_w[j1] + t * (path_w[j1] - path_w[j2]),
+                    path_b[j1] + t * (path_b[j1] - path_b[j2]),
+                )
+                better = (j >= 2) & ~refit
+                obj = partial(fitting._objective, loss, x, targets, rows, lam)
+                better &= obj(guess) < obj(start)
+                start = jax.tree.map(lambda a, b: jnp.where(better, a, b), guess, start)
+            fit = fitting._fit_one(
+                loss, curvature, x, targets, rows, lam, start, max_iter, tol, rtol
+            )
+            if select:
+                i = jnp.minimum(j, n_path - 1)
+                keep = lambda buf, new: jnp.where(refit, buf, buf.at[i].set(new))  # noqa: E731
+                path_w, path_b = keep(path_w, fit.w), keep(path_b, fit.b)
+                scores = keep(scores, score(fit))
+            info = (fit.num_iter, fit.grad_norm, fit.converged)
+            return ((fit.w, fit.b), path_w, path_b, scores), info
+
+        buffers = (
+            jnp.zeros((n_path, *start[0].shape), dtype),
+            jnp.zeros((n_path, *start[1].shape), dtype),
+            jnp.full((n_path,), jnp.nan, dtype),
+        )
+        ((w, b), _, _, scores), (n_iter, grad_norm, ok) = jax.lax.scan(
+            step, (start, *buffers), jnp.arange(n_path + 1)
+        )
+        final = fitting.LinearFit(w, b, n_iter[-1], grad_norm[-1], ok[-1])
+        out.update(num_iter=n_iter[-1], grad_norm=grad_norm[-1], converged=ok[-1])
+        if select:
+            out.update(
+                scores=scores,
+                best=pick(scores),
+                path_num_iter=n_iter[:-1],
+                path_grad_norm=grad_norm[:-1],
+                path_converged=ok[:-1],
+            )
+    out.update(w=final.w, b=final.b)
+    out["metrics"] = _metrics(kind, y_te, x_test @ final.w + final.b, num_classes)
+    return out
 
 
 def _chance(kind, y_tr, y_te, num_classes) -> dict[str, float]:
@@ -209,54 +362,67 @@ def _probe(
         raise ValueError(
             f"l2_grid must be a non-empty 1-D sequence of positive numbers, got {grid}"
         )
-    kind, metric, cw = task.kind, task.selection_metric, task.class_weight
+    kind, metric = task.kind, task.selection_metric
     max_iter, tol, rtol = int(max_iter), float(tol), float(rtol)
-    path_info: dict[str, list] = {}
-    init = None
-
-    val_scores: dict[float, float] = {}
-    best = float(grid[0])
-    if grid.size > 1:
+    select = grid.size > 1
+    fit_rows = np.ones(x_tr.shape[0])
+    if select:
         key = jax.random.key(seed)
         if kind == "classification":
-            fit_idx, val_idx = stratified_split(y_tr, val_fraction, key)
+            _, val_idx = stratified_split(y_tr, val_fraction, key)
         else:
-            fit_idx, val_idx = random_split(x_tr.shape[0], val_fraction, key)
-        xs, mean, std = standardize(x_tr[fit_idx])
-        xv, _, _ = standardize(x_tr[val_idx], mean, std)
-        fits = _fit_kind(kind, xs, y_tr[fit_idx], _as_float(grid), k, max_iter, tol, rtol, None, cw)
-        scores = np.asarray(
-            _validation_scores(kind, metric, k, jnp.asarray(y_tr[val_idx]), xv, fits.w, fits.b),
-            dtype=np.float64,
+            _, val_idx = random_split(x_tr.shape[0], val_fraction, key)
+        fit_rows[val_idx] = 0.0
+    # The path runs from the strongest strength to the weakest (stable, so equal strengths keep
+    # their order); `order[i]` is the grid index of path step i.
+    order = np.argsort(-grid, kind="stable")
+    weights_fit = weights_all = np.ones(k or 1)
+    if task.class_weight == "balanced":
+        weights_fit = balanced_class_weights(y_tr[fit_rows > 0], k)
+        weights_all = balanced_class_weights(y_tr, k)
+    label_dtype = jnp.int32 if kind == "classification" else _as_float(0.0).dtype
+    res = jax.device_get(
+        _select_and_test(
+            _as_float(x_tr),
+            jnp.asarray(y_tr, label_dtype),
+            _as_float(fit_rows),
+            _as_float(weights_fit),
+            _as_float(weights_all),
+            _as_float(x_te),
+            jnp.asarray(y_te, label_dtype),
+            _as_float(grid[order]),
+            kind=kind,
+            metric=metric,
+            num_classes=k,
+            select=select,
+            max_iter=max_iter,
+            tol=tol,
+            rtol=rtol,
         )
-        val_scores = {float(lam): float(s) for lam, s in zip(grid, scores, strict=True)}
-        signed = -scores if metric in _LOWER_IS_BETTER else scores
-        signed = np.where(np.isnan(signed), -np.inf, signed)
-        winners = np.flatnonzero(signed == signed.max())
-        i_best = int(winners[np.argmax(grid[winners])])
-        best = float(grid[i_best])
-        if fits.num_iter is not None:
-            init = (fits.w[i_best], fits.b[i_best])
+    )
+    val_scores: dict[float, float] = {}
+    best = float(grid[0])
+    path_info: dict[str, list] = {}
+    if select:
+        best = float(grid[order[int(res["best"])]])
+        inverse = np.argsort(order)  # grid index -> path step
+        val_scores = {float(lam): float(res["scores"][inverse[i]]) for i, lam in enumerate(grid)}
+        if kind != "regression":
             path_info = {
-                "path_num_iter": [int(n) for n in np.asarray(fits.num_iter)],
-                "path_grad_norm": [float(g) for g in np.asarray(fits.grad_norm)],
-                "path_converged": [bool(c) for c in np.asarray(fits.converged)],
+                "path_num_iter": [int(res["path_num_iter"][j]) for j in inverse],
+                "path_grad_norm": [float(res["path_grad_norm"][j]) for j in inverse],
+                "path_converged": [bool(res["path_converged"][j]) for j in inverse],
             }
             conv = path_info["path_converged"]
             bad = [f"{lam:g}" for lam, c in zip(grid, conv, strict=True) if not c]
             if bad:
                 _warn_unconverged(task, "selection fit(s) at l2", ", ".join(bad), max_iter, tol)
-
-    xs, mean, std = standardize(x_tr)
-    xt, _, _ = standardize(x_te, mean, std)
-    fit = _fit_kind(kind, xs, y_tr, jnp.asarray(best, xs.dtype), k, max_iter, tol, rtol, init, cw)
-    test_metrics = _metrics(kind, jnp.asarray(y_te), xt @ fit.w + fit.b, k)
     fit_info = {}
-    if fit.num_iter is not None:
+    if kind != "regression":
         fit_info = {
-            "num_iter": int(fit.num_iter),
-            "grad_norm": float(fit.grad_norm),
-            "converged": bool(fit.converged),
+            "num_iter": int(res["num_iter"]),
+            "grad_norm": float(res["grad_norm"]),
+            "converged": bool(res["converged"]),
             "max_iter": max_iter,
             "tol": tol,
             **path_info,
@@ -264,6 +430,7 @@ def _probe(
         if not fit_info["converged"]:
             why = f"{fit_info['num_iter']} iterations, gradient norm {fit_info['grad_norm']:.1e}"
             _warn_unconverged(task, f"final fit at l2={best:g}", why, max_iter, tol)
+    test_metrics = res["metrics"]
     return ProbeResult(
         task=task,
         metrics={name: float(test_metrics[name]) for name in _METRICS[kind]},
