@@ -81,6 +81,22 @@ def test_tiny_demo_runs_end_to_end(tmp_path):
     assert syn["synergy_unweighted"]["class_weight"] is None
     assert "synergy_unweighted" in result["summary"]["comm"]
     assert result["configs"]["comm_rus"]["data"]["augment_on"] == "device"
+    # The time split: each run's probing divides into embedding and probe fits.
+    for key, t in result["seconds"].items():
+        if key != "total":
+            assert 0 < t["probe_fits"] < t["probe"] and 0 < t["embed"] < t["probe"]
+
+
+def test_time_split_adds_up_to_the_total():
+    timings = {
+        "comm_rus": {"train": 100.0, "probe": 30.0, "embed": 9.0, "probe_fits": 20.0},
+        "comm-init_all": {"train": 0.0, "probe": 15.0, "embed": 8.0, "probe_fits": 5.0},
+    }
+    line = demo.format_time_split(timings, 150.0)
+    # restoring + embedding: (30 - 20) + (15 - 5); other: 150 - 100 - 20 - 25.
+    assert line == (
+        "Time split: pre-training 100 s, restoring + embedding 20 s, probe fits 25 s, other 5 s"
+    )
 
 
 @pytest.mark.slow

@@ -162,7 +162,7 @@ def run_one(cfg, curve: bool = False) -> tuple[dict[str, Any], dict[str, float]]
     run = pc.load_run(cfg.train.workdir)
     report = probe_report(run, list(exp[2]))
     t_probe = time.perf_counter() - t0
-    timings = {"train": t_train, "probe": t_probe}
+    timings = {"train": t_train, "probe": t_probe, **probe_split(report)}
     if curve:
         t0 = time.perf_counter()
         with ckpt_lib.Checkpointer(pc.checkpoint_dir(cfg.train.workdir), read_only=True) as c:
@@ -196,6 +196,25 @@ def probe_report(run, tasks: list[str]) -> dict[str, Any]:
     if "synergy" in tasks:
         report["synergy_unweighted"] = report.pop("tasks_unweighted")["synergy"]
     return report
+
+
+def probe_split(report: dict[str, Any]) -> dict[str, float]:
+    """Seconds of a run's probing spent embedding its splits (``embed``) and fitting its linear
+    probes (``probe_fits``), from `probe_checkpoint.probe_run`'s report; the rest of the run's
+    ``probe`` time is restoring the checkpoint."""
+    return {"embed": report["seconds"]["embed"], "probe_fits": report["seconds"]["probe"]}
+
+
+def format_time_split(timings: dict[str, dict[str, float]], total: float) -> str:
+    """One line: where the demo's time went (pre-training, restoring + embedding, probe fits)."""
+    train = sum(t["train"] for t in timings.values())
+    fits = sum(t.get("probe_fits", 0.0) for t in timings.values())
+    embed = sum(t["probe"] for t in timings.values()) - fits
+    rest = total - train - embed - fits
+    return (
+        f"Time split: pre-training {train:.0f} s, restoring + embedding {embed:.0f} s, "
+        f"probe fits {fits:.0f} s, other {rest:.0f} s"
+    )
 
 
 def probe_init(cfg) -> dict[str, Any]:
@@ -418,7 +437,11 @@ def run(args: argparse.Namespace) -> int:
         if method == "comm" and exp == "rus" and args.init_row:
             t0 = time.perf_counter()
             reports["comm-init_all"] = probe_init(cfg)
-            timings["comm-init_all"] = {"train": 0.0, "probe": time.perf_counter() - t0}
+            timings["comm-init_all"] = {
+                "train": 0.0,
+                "probe": time.perf_counter() - t0,
+                **probe_split(reports["comm-init_all"]),
+            }
             log.info("comm at initialisation: probed in %.0f s", timings["comm-init_all"]["probe"])
         # Partial results survive an interrupted demo.
         with open(os.path.join(args.out, "partial.json"), "w") as f:
@@ -440,6 +463,7 @@ def run(args: argparse.Namespace) -> int:
         f"224 px, AlexNet-512, 100 epochs)\n{scale}\n\n{table}\n\n"
         f"{format_synergy_note(summary)}\n\nTotal time {total:.0f} s"
         + (f" ({curve_s:.0f} s of it probing earlier checkpoints)" if curve_s else "")
+        + f"\n{format_time_split(timings, total)}"
     )
     png = os.path.join(args.out, "rus.png")
     plot(summary, png, f"Bimodal Trifeature R/U/S — {scale}")
