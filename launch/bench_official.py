@@ -13,7 +13,10 @@ shaped like the papers' runs: see `jaxmm.benchmarks.official_multibench`. `--off
 needed for the CoMM configs, `--factorcl-dir` for the FactorCL ones; `--batch` overrides each
 config's default batch (64; FactorCL: 256 synthetic, 32 MOSI, as the official notebooks).
 `--unfused` adds, for each FactorCL config, a row where jaxmm runs the critic update and the main
-update as two compiled calls (the official loop's structure) instead of one.
+update as two compiled calls (the official loop's structure) instead of one. `--levers` prints
+only a table of jaxmm step variants of each paper-shaped config, timed round-robin (no torch)
+(`official_multibench.jaxmm_levers`: dispatch, masked passes, fusion of the critic update, the
+PRNG of the dropout bits).
 
 No official code is part of jaxmm: it is imported from the user's checkout at run time
 (`pl_modules.comm.CoMM`, `models.mmfusion.MMFusion`, `models.input_adapters`, `models.mlp.MLP`,
@@ -106,12 +109,31 @@ def main(argv=None) -> int:
         action="store_true",
         help="FactorCL configs: add a row with the critic and main updates as two jaxmm calls",
     )
+    p.add_argument(
+        "--levers",
+        action="store_true",
+        help="paper-shaped configs: only a table of jaxmm step variants, timed round-robin "
+        "(no torch, no checkout)",
+    )
     args = p.parse_args(argv)
     names = args.configs.split(",")
     known = TOY_CONFIGS + multibench.CONFIGS
     bad = [n for n in names if n not in known]
     if bad:
         p.error(f"--configs: unknown {bad}; expected a subset of {list(known)}")
+    if args.levers:  # jaxmm alone: no torch, no checkout
+        if any(n not in multibench.CONFIGS for n in names):
+            p.error(f"--levers: paper-shaped configs only, a subset of {list(multibench.CONFIGS)}")
+        set_threads(args.threads)
+        levers = []
+        for n in names:
+            levers += multibench.jaxmm_levers(
+                n, batch=args.batch, steps=args.steps, warmup=args.warmup
+            )
+            print(_row_line(levers[-1]), flush=True)
+        print(f"jaxmm step variants, {args.threads} thread(s), round-robin medians of {args.steps}")
+        _table(levers)
+        return 0
     dirs = []
     if any(n not in multibench.FACTORCL_CONFIGS for n in names):
         if not args.official_dir or not os.path.isfile(

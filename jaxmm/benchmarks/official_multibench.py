@@ -366,17 +366,19 @@ def official_step(name: str, batch: int):
 # -- jaxmm side (timed) ------------------------------------------------------------------------
 
 
-def jaxmm_trainer(name: str, batch: int, *, inner_steps: int = 1, drop: bool = True):
-    """(trainer, sharded batch, parameter count) of the jaxmm side at config `name`."""
+def jaxmm_trainer(name: str, batch: int, *, inner_steps: int = 1, drop: bool = True, method=None):
+    """(trainer, sharded batch) of the jaxmm side at config `name` (`method`: another one)."""
+    import dataclasses
+
     import jax
 
     from jaxmm.config import OptimizerConfig, TrainConfig
-    from jaxmm.methods.comm import CoMMConfig
     from jaxmm.train import Trainer, make_mesh
 
-    method = jaxmm_method(name)
+    method = jaxmm_method(name) if method is None else method
     if name in COMM_CONFIGS and not drop:
-        method = type(method)(method.model_config, CoMMConfig(drop_masked_tokens=False))
+        cfg = dataclasses.replace(method.config, drop_masked_tokens=False)
+        method = type(method)(method.model_config, cfg)
     views, labels = _inputs(name, batch, 0)
     jbatch = jaxmm_batch(name, views, labels)
     if name in COMM_CONFIGS:
@@ -462,3 +464,107 @@ def run(
         "ratio": med_off / med_jax,
         "compile_s": compile_s,
     }
+
+
+def _round_robin(fns: dict, steps: int, warmup: int) -> dict[str, float]:
+    """Median seconds of each callable, called in turn warmup + steps times."""
+    import statistics
+
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(warmup + steps):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def jaxmm_levers(name: str, *, batch: int | None, steps: int, warmup: int) -> list[dict]:
+    """The jaxmm step of config `name` in variants, timed round-robin (no torch needed).
+
+    * `as benchmarked`: the step `run` times (one compiled call, masked CoMM passes on the
+      present tokens only, FactorCL's critic update fused in, threefry dropout bits);
+    * `dispatch only`: the time until the call returns, before the result is ready (host cost);
+    * CoMM `full-length masked passes`: attention-masked passes instead of dropped tokens;
+    * FactorCL `unfused`: the critic update as its own compiled call, then the main step;
+      `main update only`: without the critic update (what the inner step costs, by difference);
+    * `rbg dropout bits`: the same step with `jax_default_prng_impl="rbg"` (dropout masks from
+      XLA's RngBitGenerator instead of threefry: other random bits, the same distribution);
+    * `no dropout` (what-if, not the benchmarked function): dropout rates 0.
+    """
+    import dataclasses
+
+    import jax
+
+    batch = batch or DEFAULT_BATCH[name]
+    fns, compiled = {}, {}
+
+    def add(label, trainer, sharded, inner=None):
+        state = trainer.init_state()
+        step = trainer.train_step.lower(state, sharded).compile()
+        inner_c = None if inner is None else inner.lower(state, sharded).compile()
+        box = {"state": state}
+
+        def call():
+            st = box["state"]
+            if inner_c is not None:
+                st, loss = inner_c(st, sharded)
+                jax.block_until_ready(loss)
+            st, metrics = step(st, sharded)
+            jax.block_until_ready(metrics["loss"])
+            box["state"] = st
+
+        fns[label] = call
+        compiled[label] = (step, box, sharded)
+
+    base, sharded = jaxmm_trainer(name, batch)
+    add("as benchmarked", base, sharded)
+    if name in COMM_CONFIGS:
+        add("full-length masked passes", *jaxmm_trainer(name, batch, drop=False))
+    else:
+        t0, s0 = jaxmm_trainer(name, batch, inner_steps=0)
+        add("unfused (critic update, then main: 2 calls)", t0, s0, inner_only_step(t0))
+        add("main update only", *jaxmm_trainer(name, batch, inner_steps=0))
+    prev = jax.config.jax_default_prng_impl
+    jax.config.update("jax_default_prng_impl", "rbg")
+    try:
+        add("rbg dropout bits", *jaxmm_trainer(name, batch))
+    finally:
+        jax.config.update("jax_default_prng_impl", prev)
+    method = jaxmm_method(name)
+    mods = tuple(
+        dataclasses.replace(m, encoder_kwargs={**m.encoder_kwargs, "dropout": 0.0})
+        if "dropout" in m.encoder_kwargs
+        else m
+        for m in method.model_config.modalities
+    )
+    if mods != method.model_config.modalities:
+        cfg = dataclasses.replace(method.model_config, modalities=mods)
+        t, s = jaxmm_trainer(name, batch, method=type(method)(cfg, method.config))
+        add("no dropout (what-if)", t, s)
+
+    def dispatch():
+        step, box, sh = compiled["as benchmarked"]
+        t = time.perf_counter()
+        st, metrics = step(box["state"], sh)
+        dt = time.perf_counter() - t
+        jax.block_until_ready(metrics["loss"])
+        box["state"] = st
+        return dt
+
+    med = _round_robin(fns, steps, warmup)
+    disp = sorted(dispatch() for _ in range(max(3, steps // 2)))
+    rows = [
+        {"config": name, "batch": batch, "variant": k, "jaxmm_ms": 1e3 * v} for k, v in med.items()
+    ]
+    rows.insert(
+        1,
+        {
+            "config": name,
+            "batch": batch,
+            "variant": "dispatch only",
+            "jaxmm_ms": 1e3 * disp[len(disp) // 2],
+        },
+    )
+    return rows
