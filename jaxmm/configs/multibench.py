@@ -6,9 +6,11 @@ The data are the files MultiBench distributes; build them once with
 (or pass `--set data.manual_dir=DIR` to `launch.train`, which builds on demand).
 
 CoMM (Dufumier et al. ICLR 2025, App. B.1-B.4; official `configs/train_multibench*.yaml`):
-  * MOSI / MOSEI / UR-FUNNY / MUsTARD: vision and text, each a 5-layer, 5-head Transformer of
-    width 40 without positional encoding, no latent converter; views: Gaussian noise + random drop
-    of 0-80% of the steps (App. C.1); label 1[sentiment > 0] (humour / sarcasm for the others).
+  * MOSI / MOSEI / UR-FUNNY / MUsTARD: vision and text, each a 5-layer, 5-head pre-norm
+    Transformer of width 40 (feed-forward 2048, dropout 0.1: torch's defaults, which the official
+    encoders keep) without positional encoding, no latent converter; views: Gaussian noise +
+    random drop of 0-80% of the steps (App. C.1); label 1[sentiment > 0] (humour / sarcasm for
+    the others).
   * MIMIC: static tabular data through a 2-layer MLP (hidden 10, out 10) + feature tokenizer to
     512-d tokens, the 24 x 12 time series through a GRU (hidden 512); task ICD-9 group 7.
   * Vision&Touch, end-effector regression (`*_vt`, CoMM Table 1 "V&T EE"): 128 px images through
@@ -79,19 +81,24 @@ class _Setup:
     val_split: str | None
 
 
+# The official encoders are torch `nn.TransformerEncoderLayer(d_model=40, nhead=5)` (CoMM:
+# `models/transformer.py`, pre-norm), which keeps torch's defaults: a 2048-wide feed-forward layer
+# and dropout 0.1 (the 2-modality MOSI CoMM model: 2.18 M parameters; a 4x MLP would give 0.65 M).
+_OFFICIAL_FEEDFORWARD, _OFFICIAL_DROPOUT = 2048, 0.1
+
+
 def _transformer(name: str, d: int, smoke: bool) -> ModalityConfig:
     width, layers, heads = (8, 1, 2) if smoke else (40, 5, 5)
-    return ModalityConfig(
-        name,
-        "transformer",
-        {
-            "in_features": d,
-            "width": width,
-            "num_layers": layers,
-            "num_heads": heads,
-            "positional": False,
-        },
-    )
+    kwargs = {
+        "in_features": d,
+        "width": width,
+        "num_layers": layers,
+        "num_heads": heads,
+        "positional": False,
+    }
+    if not smoke:
+        kwargs.update(mlp_ratio=_OFFICIAL_FEEDFORWARD / width, dropout=_OFFICIAL_DROPOUT)
+    return ModalityConfig(name, "transformer", kwargs)
 
 
 def _affect(dataset: str, smoke: bool, *, audio: bool = False, ge0: bool = False) -> _Setup:
