@@ -46,7 +46,7 @@ class FinetuneConfig:
     epochs: int = 3  # maximum passes over the held-in training rows
     patience: int = 1  # stop after this many epochs without a better validation score
     lr: float = 1e-4  # AdamW learning rate (backbone and head)
-    weight_decay: float = 1e-4  # decoupled decay on matrices only (`train.decay_mask`)
+    weight_decay: float = 1e-4  # decoupled decay on matrices only (`optimizers.decay_mask`)
     batch_size: int = 64  # examples per step
     val_fraction: float = 0.2  # stratified validation hold-out of the training split
     temperature: float = 0.1  # SupCon temperature

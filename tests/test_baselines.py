@@ -255,7 +255,7 @@ def test_modal_supcon_without_labels_is_distributed_exactly():
     """Each sample its own class: globally unique ids over 8 devices give the one-device value."""
     from jax.sharding import PartitionSpec as P
 
-    from jaxmm.train import make_mesh
+    from jaxmm.distributed import make_mesh
 
     method = get_method(
         "modal_supcon", {**SMALL["modal_supcon"], "use_labels": False}, model_config(2)

@@ -16,7 +16,8 @@ from jaxmm.methods.comm import CoMM, CoMMConfig
 from jaxmm.models import FusionConfig, HeadConfig, ModalityConfig, ModelConfig, build_model
 from jaxmm.models.heads import BatchNorm1d, ProjectionHead
 from jaxmm.models.mlp import quick_gelu
-from jaxmm.train import Trainer, decay_mask
+from jaxmm.optimizers import decay_mask
+from jaxmm.train import Trainer
 
 W = 64
 

@@ -227,8 +227,8 @@ def _config(**kw) -> TrainConfig:
 
 
 def test_trainer_optimizers_inner_moves_only_club_critics_main_leaves_them():
-    """The trainer's two optimizers (`train.make_optimizers`, the method's filter), one step each
-    from the gradients of each loss: exactly the split of Algorithm 3 (theta vs phi)."""
+    """The trainer's two optimizers (`optimizers.make_optimizers`, the method's filter), one step
+    each from the gradients of each loss: exactly the split of Algorithm 3 (theta vs phi)."""
     m = method("ssl")
     batch = batches(1)[0]
     params = m.init(jax.random.key(0), batch)

@@ -197,8 +197,9 @@ def run(name: str, official_dir: str, *, batch: int, steps: int, warmup: int, dr
     from flax import nnx
 
     from jaxmm.config import OptimizerConfig, TrainConfig
+    from jaxmm.distributed import make_mesh
     from jaxmm.methods.comm import CoMMConfig
-    from jaxmm.train import Trainer, make_mesh
+    from jaxmm.train import Trainer
 
     views = _inputs(name, batch, 0)
     to_torch = (

@@ -373,7 +373,8 @@ def jaxmm_trainer(name: str, batch: int, *, inner_steps: int = 1, drop: bool = T
     import jax
 
     from jaxmm.config import OptimizerConfig, TrainConfig
-    from jaxmm.train import Trainer, make_mesh
+    from jaxmm.distributed import make_mesh
+    from jaxmm.train import Trainer
 
     method = jaxmm_method(name) if method is None else method
     if name in COMM_CONFIGS and not drop:

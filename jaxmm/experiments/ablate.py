@@ -100,8 +100,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from jaxmm.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
     from jaxmm.methods.comm import CoMM, CoMMConfig
+    from jaxmm.optimizers import decay_mask
     from jaxmm.probe import ProbeTask, probe
-    from jaxmm.train import decay_mask
 
     t0 = time.perf_counter()
     pairs = (args.train_pairs, args.test_pairs)

@@ -275,7 +275,8 @@ def pretrain(
     import jax
 
     from jaxmm.config import OptimizerConfig, TrainConfig
-    from jaxmm.train import Trainer, make_mesh
+    from jaxmm.distributed import make_mesh
+    from jaxmm.train import Trainer
 
     method = build_method(name, protocol)
     train = data["train"]
