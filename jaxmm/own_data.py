@@ -93,15 +93,9 @@ def default_config(method: str = "comm", *, smoke: bool = False) -> ExperimentCo
     method_cfg = _method(method, width)
     name = f"{method}_arrays"
     if smoke:
-        train = TrainConfig(
-            steps=4,
-            batch_size=8,
-            log_every=1,
-            ckpt_every=2,
-            keep=2,
-            workdir=f"workdirs/{name}_smoke",
-            progress=False,
-        )
+        from jaxmm.configs import common  # every family's smoke loop
+
+        train = common.smoke_train(name)
     else:
         train = TrainConfig(
             steps=STEPS, batch_size=BATCH, log_every=50, ckpt_every=0, keep=1,
